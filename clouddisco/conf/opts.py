@@ -1,0 +1,208 @@
+"""Every clouddisco option, in groups. Nothing here reads a global config.
+
+Services build their own ``cfg.ConfigOpts`` (see ``clouddisco.conf.build``), so
+tests can run many differently configured services in one process.
+"""
+
+import socket
+
+from oslo_config import cfg
+
+from clouddisco.conf import types as cd_types
+
+DEFAULT_OPTS = [
+    cfg.StrOpt(
+        "host",
+        default=socket.gethostname(),
+        sample_default="<hostname>",
+        help="Name of this node as agents and services report it. Must be "
+        "unique per L3 agent; the cleanup service of a node uses the same "
+        "value as the node's agent.",
+    ),
+]
+
+API_OPTS = [
+    cfg.HostAddressOpt("bind_host", default="0.0.0.0", help="Address clouddisco-api listens on."),
+    cfg.PortOpt("bind_port", default=9797, help="TCP port clouddisco-api listens on."),
+    cfg.IntOpt(
+        "threads",
+        default=16,
+        min=1,
+        help="Request threads of the built-in WSGI server (waitress).",
+    ),
+    cfg.StrOpt(
+        "auth_strategy",
+        default="noauth",
+        choices=[("noauth", "trust the X-Project-Id and X-Roles headers (development only)")],
+        help="How requests are authenticated.",
+    ),
+    cfg.Opt(
+        "external_cidr",
+        type=cd_types.IPv4Network(),
+        default="172.24.4.0/24",
+        help="External network from which router gateway addresses are allocated.",
+    ),
+    cfg.ListOpt(
+        "external_reserved_ips",
+        default=[],
+        help="Addresses of external_cidr never given to a router (the upstream "
+        "gateway, probes, ...).",
+    ),
+    cfg.IntOpt(
+        "max_limit",
+        default=1000,
+        min=1,
+        help="Most items a list request returns.",
+    ),
+]
+
+SCHEDULER_OPTS = [
+    cfg.FloatOpt(
+        "replica_down_time",
+        default=1.0,
+        min=0.1,
+        help="Seconds without a health-monitor pass after which a scheduler "
+        "replica counts as gone and the others take over its share of the "
+        "agents (a hash ring over the live replicas). Keep it about two "
+        "[health] check_interval.",
+    ),
+]
+
+AGENT_OPTS = [
+    cfg.FloatOpt(
+        "report_interval",
+        default=1.0,
+        min=0.1,
+        help="Seconds between state reports (heartbeats) to the scheduler.",
+    ),
+    cfg.StrOpt(
+        "router_driver",
+        default="netns",
+        choices=[
+            ("netns", "Linux network namespaces (needs root and iproute2)"),
+            ("fake", "in memory, for tests"),
+        ],
+        help="How routers are realised on this node.",
+    ),
+    cfg.StrOpt(
+        "namespace_prefix",
+        default="qrouter-",
+        regex=r"^[A-Za-z0-9_.-]{1,24}$",
+        help="Prefix of this agent's router namespaces. Agents sharing a machine "
+        "(tests) must use different prefixes; cleanup only touches its own.",
+    ),
+    cfg.StrOpt(
+        "external_bridge",
+        default="br-ex",
+        regex=r"^[A-Za-z0-9_.-]{1,15}$",
+        help="Linux bridge the router gateway ports attach to; created if missing.",
+    ),
+    cfg.StrOpt(
+        "state_dir",
+        default="/run/clouddisco",
+        help="Node-local directory where the agent and the cleanup service share "
+        "the lease and the agent's pid. Must be the same for both.",
+    ),
+    cfg.FloatOpt(
+        "rpc_timeout",
+        default=10.0,
+        min=0.1,
+        help="Seconds the agent waits for a reply to a call (sync, status).",
+    ),
+]
+
+HEALTH_OPTS = [
+    cfg.FloatOpt(
+        "agent_down_time",
+        default=3.0,
+        min=0.2,
+        help="Seconds after the last received state report at which an agent is "
+        "declared dead and its routers are moved. Counted from when the "
+        "server *received* the report. Must exceed lease_time + lease_margin, "
+        "so that a node whose lease ran out has fenced itself before its "
+        "routers start elsewhere.",
+    ),
+    cfg.FloatOpt(
+        "lease_time",
+        default=2.0,
+        min=0.1,
+        help="Seconds a node may keep serving its routers after *sending* a state "
+        "report that the server acknowledged (counted on the node's monotonic "
+        "clock). When it runs out, the node's clouddisco-cleanup removes its "
+        "routers on its own.",
+    ),
+    cfg.FloatOpt(
+        "lease_margin",
+        default=0.5,
+        min=0.0,
+        help="Least slack between lease_time and agent_down_time: covers message "
+        "delay and how late the node's cleanup service notices expiry.",
+    ),
+    cfg.FloatOpt(
+        "max_dead_fraction",
+        default=0.5,
+        min=0.0,
+        max=1.0,
+        help="Circuit breaker: when more than this share of the enabled agents "
+        "look dead at once, the monitor moves nothing and records an event: "
+        "the likelier fault is the monitor's own network, broker or database.",
+    ),
+    cfg.FloatOpt(
+        "check_interval",
+        default=0.5,
+        min=0.05,
+        help="Seconds between health monitor passes.",
+    ),
+    cfg.FloatOpt(
+        "pending_retry_time",
+        default=10.0,
+        min=1.0,
+        help="A router left PENDING (or DELETING) this many seconds without an "
+        "answer from its agent is sent to it again; a router with no binding "
+        "is placed again.",
+    ),
+]
+
+CLEANUP_OPTS = [
+    cfg.FloatOpt(
+        "restart_grace",
+        default=5.0,
+        min=0.1,
+        help="Seconds the agent process may stay down (crashed, restarting) before "
+        "the node fences itself and reports it, so its routers move at once. "
+        "While the agent restarts within this time, the cleanup service keeps "
+        "the node's lease alive and nothing moves.",
+    ),
+    cfg.FloatOpt(
+        "check_interval",
+        default=0.1,
+        min=0.01,
+        help="Seconds between the cleanup service's checks of the agent and the lease.",
+    ),
+    cfg.FloatOpt(
+        "server_timeout",
+        default=10.0,
+        min=0.1,
+        help="Seconds clouddisco-cleanup waits for the scheduler to say which "
+        "routers this host still owns.",
+    ),
+]
+
+GROUPS = {
+    "DEFAULT": DEFAULT_OPTS,
+    "api": API_OPTS,
+    "scheduler": SCHEDULER_OPTS,
+    "agent": AGENT_OPTS,
+    "health": HEALTH_OPTS,
+    "cleanup": CLEANUP_OPTS,
+}
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    for group, opts in GROUPS.items():
+        conf.register_opts(opts, group=None if group == "DEFAULT" else group)
+
+
+def list_opts():
+    """Entry point for oslo-config-generator (``oslo.config.opts``)."""
+    return [(None if g == "DEFAULT" else g, opts) for g, opts in GROUPS.items()]
