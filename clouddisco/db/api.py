@@ -1,0 +1,667 @@
+"""All SQL of clouddisco. Functions are named for what they do to the cloud.
+
+Ownership changes are conditional UPDATEs whose row count says who won: Galera
+does not honour SELECT ... FOR UPDATE across writer nodes, and a certification
+conflict comes back as a deadlock (1213), which ``_retry`` retries.
+"""
+
+import contextlib
+import dataclasses
+import datetime
+import ipaddress
+import random
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from oslo_db import api as oslo_db_api
+from oslo_db import exception as db_exc
+from oslo_db.sqlalchemy import enginefacade
+from oslo_log import log as logging
+from oslo_utils import uuidutils
+from sqlalchemy import orm
+
+from clouddisco import exceptions
+from clouddisco.db import models as m
+
+LOG = logging.getLogger(__name__)
+
+NO_AGENT_REASON = "no alive, enabled L3 agent to host the router"
+
+# A lost race on Galera is a deadlock error: retry quickly, a few times.
+_retry = oslo_db_api.wrap_db_retry(max_retries=8, retry_interval=0.02,
+                                   inc_retry_interval=True, max_retry_interval=0.5,
+                                   retry_on_deadlock=True, jitter=True)
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Move:
+    """One router to move off a dead agent, guarded by the binding generation."""
+
+    router_id: str
+    old_agent_id: str
+    generation: int  # of the binding
+    new_agent_id: str | None  # None: no survivor, unbind the router
+    agent_generation: int = 0  # lease generation of the dead agent when read
+
+
+class Database:
+    """The db layer. One instance per process, built from ``[database]``."""
+
+    def __init__(self, connection: str, **engine_options) -> None:
+        self._facade = enginefacade.transaction_context()
+        options = {"connection": connection, "sqlite_fk": True, **engine_options}
+        self._facade.configure(**options)
+        self._sessionmaker = None
+
+    @classmethod
+    def from_conf(cls, conf) -> "Database":
+        db = conf.database
+        return cls(db.connection, max_retries=db.max_retries,
+                   retry_interval=db.retry_interval,
+                   connection_recycle_time=db.connection_recycle_time,
+                   max_pool_size=db.max_pool_size, max_overflow=db.max_overflow,
+                   pool_timeout=db.pool_timeout, mysql_sql_mode=db.mysql_sql_mode)
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self._facade.writer.get_engine()
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[orm.Session]:
+        if self._sessionmaker is None:
+            self._sessionmaker = self._facade.writer.get_sessionmaker()
+        with self._sessionmaker() as session, session.begin():
+            yield session
+
+    def ping(self) -> None:
+        """Raise if the database cannot be reached (start-up check)."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def create_schema(self) -> None:
+        """Create the tables directly (unit tests); deployments use alembic."""
+        m.Base.metadata.create_all(self.engine)
+
+    # ----------------------------------------------------------------- routers
+
+    @_retry
+    def create_router(self, *, project_id: str, name: str, ha: bool,
+                      external_cidr: ipaddress.IPv4Network,
+                      reserved_ips: Iterable[str] = (),
+                      gateway_ip: str | None = None) -> dict:
+        """Insert a PENDING router with a gateway address from ``external_cidr``.
+
+        A requested address must be free; otherwise the lowest free one is taken.
+        Two API replicas racing for one address are settled by the unique index.
+        """
+        with self._session() as s:
+            used = set(s.scalars(sa.select(m.Router.gateway_ip)))
+            if gateway_ip is not None:
+                _check_requested_ip(gateway_ip, external_cidr, reserved_ips)
+                if gateway_ip in used:
+                    raise exceptions.Conflict(
+                        f"gateway address {gateway_ip} is already in use")
+                ip = gateway_ip
+            else:
+                ip = _first_free_ip(external_cidr, used | set(reserved_ips))
+            now = utcnow()
+            router = m.Router(id=uuidutils.generate_uuid(), project_id=project_id,
+                              name=name, ha=ha, gateway_ip=ip,
+                              gateway_prefixlen=external_cidr.prefixlen,
+                              gateway_mac=_random_mac(), status=m.PENDING,
+                              generation=0, created_at=now, updated_at=now)
+            s.add(router)
+            try:
+                s.flush()
+            except db_exc.DBDuplicateEntry:
+                if gateway_ip is not None:
+                    raise exceptions.Conflict(
+                        f"gateway address {gateway_ip} is already in use") from None
+                # Another replica took the same free address: try again.
+                raise db_exc.RetryRequest(db_exc.DBDeadlock()) from None
+            return _router_dict(router, None)
+
+    def list_routers(self, project_id: str | None = None, limit: int = 1000) -> list[dict]:
+        with self._session() as s:
+            q = _routers_with_agent().order_by(m.Router.created_at, m.Router.id).limit(limit)
+            if project_id is not None:
+                q = q.where(m.Router.project_id == project_id)
+            return [_router_dict(r, a) for r, a in s.execute(q)]
+
+    def get_router(self, router_id: str, project_id: str | None = None) -> dict:
+        with self._session() as s:
+            q = _routers_with_agent().where(m.Router.id == router_id)
+            if project_id is not None:
+                q = q.where(m.Router.project_id == project_id)
+            row = s.execute(q).first()
+            if row is None:
+                raise exceptions.NotFound(f"router {router_id} not found")
+            return _router_dict(*row)
+
+    @_retry
+    def begin_router_delete(self, router_id: str, project_id: str | None = None) -> dict:
+        """Mark a router DELETING; the scheduler and its agent finish the job."""
+        with self._session() as s:
+            router = self._get_router_row(s, router_id, project_id)
+            if router.status != m.DELETING:
+                router.status = m.DELETING
+                router.status_reason = None
+                router.generation += 1
+                router.updated_at = utcnow()
+            return _router_dict(router, None)
+
+    @_retry
+    def delete_router(self, router_id: str) -> bool:
+        with self._session() as s:
+            s.execute(sa.delete(m.RouterBinding).where(m.RouterBinding.router_id == router_id))
+            return s.execute(sa.delete(m.Router).where(m.Router.id == router_id)).rowcount > 0
+
+    def router_placement(self, router_id: str) -> tuple[dict, dict | None]:
+        """The router and the agent row (or None) of its active binding."""
+        with self._session() as s:
+            row = s.execute(_routers_with_agent().where(m.Router.id == router_id)).first()
+            if row is None:
+                raise exceptions.NotFound(f"router {router_id} not found")
+            router, agent = row
+            return _router_dict(router, agent), (_agent_row(agent) if agent else None)
+
+    @staticmethod
+    def _get_router_row(s: orm.Session, router_id: str, project_id: str | None) -> m.Router:
+        q = sa.select(m.Router).where(m.Router.id == router_id)
+        if project_id is not None:
+            q = q.where(m.Router.project_id == project_id)
+        router = s.scalars(q).first()
+        if router is None:
+            raise exceptions.NotFound(f"router {router_id} not found")
+        return router
+
+    # ------------------------------------------------------------------ agents
+
+    @_retry
+    def register_agent(self, host: str, namespace_prefix: str,
+                       agent_type: str = "l3") -> dict:
+        """Create or refresh an agent row; a (re)start bumps lease_generation."""
+        now = utcnow()
+        with self._session() as s:
+            agent = s.scalars(sa.select(m.Agent).where(m.Agent.host == host)).first()
+            if agent is None:
+                agent = m.Agent(id=uuidutils.generate_uuid(), host=host,
+                                agent_type=agent_type, admin_state_up=True,
+                                lease_generation=0, created_at=now)
+                s.add(agent)
+            agent.namespace_prefix = namespace_prefix
+            agent.heartbeat_at = now
+            agent.started_at = now
+            agent.dead_since = None
+            agent.fenced_at = None
+            agent.lease_generation = (agent.lease_generation or 0) + 1
+            try:
+                s.flush()
+            except db_exc.DBDuplicateEntry:
+                raise db_exc.RetryRequest(db_exc.DBDeadlock()) from None
+            return _agent_row(agent)
+
+    @_retry
+    def record_heartbeat(self, host: str, generation: int | None = None) -> dict | None:
+        """Store a received state report; None when the report renews nothing.
+
+        A report renews the lease only for the agent's current lease generation
+        and only while the agent is not declared dead: a dead or superseded
+        agent process must register again (and resync) before it serves.
+        """
+        now = utcnow()
+        with self._session() as s:
+            agent = s.scalars(sa.select(m.Agent).where(m.Agent.host == host)).first()
+            if agent is None or agent.dead_since is not None:
+                return None
+            if generation is not None and generation != agent.lease_generation:
+                return None
+            done = s.execute(sa.update(m.Agent)
+                             .where(m.Agent.id == agent.id,
+                                    m.Agent.lease_generation == agent.lease_generation,
+                                    m.Agent.dead_since.is_(None))
+                             .values(heartbeat_at=now)).rowcount
+            if not done:
+                return None
+            return dict(_agent_row(agent), heartbeat_at=now)
+
+    @_retry
+    def fence_agent(self, host: str, generation: int) -> dict | None:
+        """Record that ``host`` removed the routers of lease ``generation``.
+
+        The agent is dead from now on, so the monitor moves its routers at once.
+        None when the report is stale (the agent registered again since).
+        """
+        now = utcnow()
+        with self._session() as s:
+            agent = s.scalars(sa.select(m.Agent).where(m.Agent.host == host)).first()
+            if agent is None or agent.lease_generation != generation:
+                return None
+            s.execute(sa.update(m.Agent)
+                      .where(m.Agent.id == agent.id, m.Agent.lease_generation == generation)
+                      .values(fenced_at=agent.fenced_at or now,
+                              dead_since=agent.dead_since or now))
+            return dict(_agent_row(agent), fenced_at=agent.fenced_at or now,
+                        dead_since=agent.dead_since or now)
+
+    def list_agents(self, down_time: float) -> list[dict]:
+        with self._session() as s:
+            rows = s.execute(_agents_with_load().order_by(m.Agent.host))
+            now = utcnow()
+            return [_agent_dict(a, load, now, down_time) for a, load in rows]
+
+    def get_agent(self, agent_id: str, down_time: float) -> dict:
+        with self._session() as s:
+            row = s.execute(_agents_with_load().where(m.Agent.id == agent_id)).first()
+            if row is None:
+                raise exceptions.NotFound(f"agent {agent_id} not found")
+            return _agent_dict(row[0], row[1], utcnow(), down_time)
+
+    @_retry
+    def set_agent_admin_state(self, agent_id: str, admin_state_up: bool) -> None:
+        with self._session() as s:
+            done = s.execute(sa.update(m.Agent).where(m.Agent.id == agent_id)
+                             .values(admin_state_up=admin_state_up)).rowcount
+            if not done:
+                raise exceptions.NotFound(f"agent {agent_id} not found")
+
+    def eligible_agents(self, down_time: float) -> list[dict]:
+        """Alive, enabled agents with their active router counts (``load``)."""
+        cutoff = utcnow() - datetime.timedelta(seconds=down_time)
+        with self._session() as s:
+            q = _agents_with_load().where(m.Agent.admin_state_up.is_(True),
+                                          m.Agent.dead_since.is_(None),
+                                          m.Agent.heartbeat_at >= cutoff)
+            return [dict(_agent_row(a), load=load) for a, load in s.execute(q)]
+
+    # ---------------------------------------------------------------- bindings
+
+    @_retry
+    def bind_router(self, router_id: str, agent_id: str) -> bool:
+        """Bind an unbound router. False when it is already bound or gone."""
+        with self._session() as s:
+            router = s.get(m.Router, router_id)
+            if router is None or router.status == m.DELETING:
+                return False
+            s.add(m.RouterBinding(router_id=router_id, role=m.ROLE_ACTIVE,
+                                  agent_id=agent_id, generation=0, bound_at=utcnow()))
+            router.status = m.PENDING
+            router.status_reason = None
+            router.generation += 1
+            router.updated_at = utcnow()
+            try:
+                s.flush()
+            except db_exc.DBDuplicateEntry:
+                return False  # another scheduler replica bound it first
+            return True
+
+    @_retry
+    def set_router_error(self, router_id: str, reason: str) -> None:
+        with self._session() as s:
+            s.execute(sa.update(m.Router)
+                      .where(m.Router.id == router_id, m.Router.status != m.DELETING)
+                      .values(status=m.ERROR, status_reason=reason[:255],
+                              generation=m.Router.generation + 1, updated_at=utcnow()))
+
+    def routers_bound_to(self, host: str) -> list[dict]:
+        """Every router actively bound to ``host`` (what its agent must run)."""
+        with self._session() as s:
+            q = (sa.select(m.Router, m.Agent)
+                 .join(m.RouterBinding, m.RouterBinding.router_id == m.Router.id)
+                 .join(m.Agent, m.Agent.id == m.RouterBinding.agent_id)
+                 .where(m.Agent.host == host, m.RouterBinding.role == m.ROLE_ACTIVE))
+            return [_router_dict(r, a) for r, a in s.execute(q)]
+
+    @_retry
+    def apply_router_reports(self, host: str, reports: dict[str, tuple[str, str | None]]
+                             ) -> dict[str, str]:
+        """Apply an agent's router outcomes: ACTIVE, ERROR or DELETED.
+
+        Only reports from the agent the router is bound to count: a late answer
+        from a router's previous agent must not overwrite the new placement.
+        Returns {router_id: what happened} for logging.
+        """
+        now = utcnow()
+        outcome: dict[str, str] = {}
+        with self._session() as s:
+            agent = s.scalars(sa.select(m.Agent).where(m.Agent.host == host)).first()
+            if agent is None:
+                return {rid: "unknown host" for rid in reports}
+            bound = {b.router_id: b for b in s.scalars(
+                sa.select(m.RouterBinding).where(m.RouterBinding.agent_id == agent.id,
+                                                 m.RouterBinding.router_id.in_(list(reports))))}
+            for router_id, (status, reason) in reports.items():
+                router = s.get(m.Router, router_id)
+                if router is None:
+                    outcome[router_id] = "gone"
+                elif status == "DELETED":
+                    if router.status == m.DELETING and (router_id in bound or not
+                                                        self._is_bound(s, router_id)):
+                        s.delete(router)
+                        outcome[router_id] = "deleted"
+                    else:
+                        outcome[router_id] = "ignored"
+                elif router_id not in bound or router.status == m.DELETING:
+                    outcome[router_id] = "ignored"
+                else:
+                    router.status = status
+                    router.status_reason = reason[:255] if reason else None
+                    router.generation += 1
+                    router.updated_at = now
+                    outcome[router_id] = status.lower()
+                    if status == m.ACTIVE:
+                        s.execute(sa.update(m.FailoverEvent)
+                                  .where(m.FailoverEvent.router_id == router_id,
+                                         m.FailoverEvent.new_agent_id == agent.id,
+                                         m.FailoverEvent.active_at.is_(None))
+                                  .values(active_at=now))
+        return outcome
+
+    @staticmethod
+    def _is_bound(s: orm.Session, router_id: str) -> bool:
+        return s.scalar(sa.select(sa.func.count()).select_from(m.RouterBinding)
+                        .where(m.RouterBinding.router_id == router_id)) > 0
+
+    # ---------------------------------------------------------- health monitor
+
+    @_retry
+    def mark_dead_agents(self, down_time: float, agent_ids: Sequence[str] | None = None
+                         ) -> list[dict]:
+        """Declare dead every agent (of ``agent_ids``, default all) silent for
+        ``down_time``; return those marked now.
+
+        Conditional on the heartbeat seen, so a report that lands meanwhile wins.
+        """
+        now = utcnow()
+        cutoff = now - datetime.timedelta(seconds=down_time)
+        marked = []
+        with self._session() as s:
+            q = sa.select(m.Agent).where(m.Agent.dead_since.is_(None),
+                                         m.Agent.heartbeat_at < cutoff)
+            if agent_ids is not None:
+                q = q.where(m.Agent.id.in_(list(agent_ids)))
+            stale = s.scalars(q).all()
+            for agent in stale:
+                done = s.execute(sa.update(m.Agent)
+                                 .where(m.Agent.id == agent.id,
+                                        m.Agent.dead_since.is_(None),
+                                        m.Agent.heartbeat_at == agent.heartbeat_at)
+                                 .values(dead_since=now)).rowcount
+                if done:
+                    marked.append(dict(_agent_row(agent), dead_since=now))
+        return marked
+
+    def next_agent_expiry(self, down_time: float) -> datetime.datetime | None:
+        """When the first agent now alive will have been silent for ``down_time``."""
+        with self._session() as s:
+            oldest = s.scalar(sa.select(sa.func.min(m.Agent.heartbeat_at))
+                              .where(m.Agent.dead_since.is_(None)))
+        return oldest + datetime.timedelta(seconds=down_time) if oldest else None
+
+    def bindings_on_dead_agents(self, agent_ids: Sequence[str] | None = None) -> list[dict]:
+        """Active bindings whose agent is declared dead: the routers to move."""
+        with self._session() as s:
+            q = (sa.select(m.RouterBinding, m.Agent, m.Router.status)
+                 .join(m.Agent, m.Agent.id == m.RouterBinding.agent_id)
+                 .join(m.Router, m.Router.id == m.RouterBinding.router_id)
+                 .where(m.Agent.dead_since.is_not(None),
+                        m.RouterBinding.role == m.ROLE_ACTIVE)
+                 .order_by(m.RouterBinding.router_id))
+            if agent_ids is not None:
+                q = q.where(m.Agent.id.in_(list(agent_ids)))
+            return [{"router_id": b.router_id, "router_status": status,
+                     "agent_id": a.id, "host": a.host,
+                     "agent_generation": a.lease_generation,
+                     "generation": b.generation, "heartbeat_at": a.heartbeat_at,
+                     "dead_since": a.dead_since, "fenced_at": a.fenced_at}
+                    for b, a, status in s.execute(q)]
+
+    @_retry
+    def move_bindings(self, moves: Sequence[Move], *, cause: str, detected_by: str,
+                      last_heartbeat: dict[str, datetime.datetime],
+                      detected_at: dict[str, datetime.datetime],
+                      fenced_at: dict[str, datetime.datetime | None] | None = None
+                      ) -> list[Move]:
+        """Apply moves by compare-and-swap; return the ones this caller won.
+
+        Per dead agent, the move first bumps the agent's lease generation, on
+        condition that it is still dead at the generation the caller read. So a
+        racing monitor, or the agent registering again meanwhile, makes this
+        whole agent's share a lost race, and any late report or renewal from
+        the old agent process is refused from now on. On Galera the two writers
+        of the agent row conflict at certification (1213), which is retried and
+        then loses on the guard. Each won move records a failover event.
+        """
+        won = []
+        fenced_at = fenced_at or {}
+        by_agent: dict[str, list[Move]] = {}
+        for mv in moves:
+            by_agent.setdefault(mv.old_agent_id, []).append(mv)
+        with self._session() as s:
+            now = utcnow()
+            for agent_id, agent_moves in by_agent.items():
+                guard = s.execute(sa.update(m.Agent).where(
+                    m.Agent.id == agent_id, m.Agent.dead_since.is_not(None),
+                    m.Agent.lease_generation == agent_moves[0].agent_generation)
+                    .values(lease_generation=m.Agent.lease_generation + 1)).rowcount
+                if not guard:
+                    continue
+                for mv in agent_moves:
+                    why = "agent_fenced" if fenced_at.get(agent_id) else cause
+                    if self._move_one(s, mv, now, cause=why, detected_by=detected_by,
+                                      last_heartbeat=last_heartbeat.get(agent_id),
+                                      detected_at=detected_at.get(agent_id, now),
+                                      fenced_at=fenced_at.get(agent_id)):
+                        won.append(mv)
+        return won
+
+    @staticmethod
+    def _move_one(s: orm.Session, mv: Move, now: datetime.datetime, *, cause: str,
+                  detected_by: str, last_heartbeat, detected_at, fenced_at) -> bool:
+        guard = (m.RouterBinding.router_id == mv.router_id,
+                 m.RouterBinding.role == m.ROLE_ACTIVE,
+                 m.RouterBinding.agent_id == mv.old_agent_id,
+                 m.RouterBinding.generation == mv.generation)
+        if mv.new_agent_id is None:
+            done = s.execute(sa.delete(m.RouterBinding).where(*guard)).rowcount
+        else:
+            done = s.execute(sa.update(m.RouterBinding).where(*guard).values(
+                agent_id=mv.new_agent_id, generation=mv.generation + 1,
+                bound_at=now)).rowcount
+        if not done:
+            return False
+        status, reason = ((m.PENDING, None) if mv.new_agent_id else
+                          (m.ERROR, NO_AGENT_REASON))
+        s.execute(sa.update(m.Router)
+                  .where(m.Router.id == mv.router_id, m.Router.status != m.DELETING)
+                  .values(status=status, status_reason=reason, updated_at=now,
+                          generation=m.Router.generation + 1))
+        s.add(m.FailoverEvent(
+            router_id=mv.router_id, old_agent_id=mv.old_agent_id,
+            new_agent_id=mv.new_agent_id, cause=cause, detected_by=detected_by,
+            last_heartbeat_at=last_heartbeat, detected_at=detected_at, fenced_at=fenced_at,
+            rescheduled_at=now if mv.new_agent_id else None))
+        return True
+
+    def agent_health(self) -> list[dict]:
+        """Every agent with what the monitor needs: admin state, heartbeat,
+        death, fence and ``load`` (active routers)."""
+        with self._session() as s:
+            return [dict(_agent_row(a), load=int(load))
+                    for a, load in s.execute(_agents_with_load())]
+
+    def live_services(self, binary: str, down_time: float) -> list[str]:
+        """Hosts of ``binary`` replicas that heartbeated within ``down_time``."""
+        cutoff = utcnow() - datetime.timedelta(seconds=down_time)
+        with self._session() as s:
+            return sorted(s.scalars(sa.select(m.Service.host).where(
+                m.Service.binary == binary, m.Service.heartbeat_at >= cutoff)))
+
+    def routers_to_retry(self, older_than: float, unbound_older_than: float = 1.0
+                         ) -> dict[str, list[dict]]:
+        """Unfinished routers, by what the monitor should do with them.
+
+        ``unbound``: not DELETING, no binding, unchanged for ``unbound_older_than``
+        seconds (younger ones are still in flight to a scheduler): place them;
+        ``pending``: PENDING, ERROR or DELETING on a live agent, unchanged for
+        ``older_than`` seconds: send them again;
+        ``deleting_unbound``: DELETING with no binding: drop them.
+        """
+        now = utcnow()
+        cutoff = now - datetime.timedelta(seconds=older_than)
+        unbound_cutoff = now - datetime.timedelta(seconds=unbound_older_than)
+        with self._session() as s:
+            rows = s.execute(_routers_with_agent().where(
+                m.Router.status.in_([m.PENDING, m.DELETING, m.ERROR]))).all()
+            out: dict[str, list[dict]] = {"unbound": [], "pending": [],
+                                          "deleting_unbound": []}
+            for router, agent in rows:
+                d = _router_dict(router, agent)
+                if agent is None:
+                    if router.status == m.DELETING:
+                        out["deleting_unbound"].append(d)
+                    elif router.updated_at < unbound_cutoff:
+                        out["unbound"].append(d)
+                elif agent.dead_since is None and router.updated_at < cutoff:
+                    # ERROR too: an agent's failure (e.g. a transient kernel
+                    # error) is retried every older_than seconds.
+                    out["pending"].append(d)
+            return out
+
+    def routers_by_id(self, router_ids: Sequence[str]) -> list[dict]:
+        with self._session() as s:
+            q = _routers_with_agent().where(m.Router.id.in_(list(router_ids)))
+            return [_router_dict(r, a) for r, a in s.execute(q)]
+
+    @_retry
+    def touch_routers(self, router_ids: Sequence[str]) -> None:
+        with self._session() as s:
+            s.execute(sa.update(m.Router).where(m.Router.id.in_(list(router_ids)))
+                      .values(updated_at=utcnow()))
+
+    # ------------------------------------------------------------------ events
+
+    def list_failover_events(self, router_id: str | None = None, limit: int = 1000
+                             ) -> list[dict]:
+        with self._session() as s:
+            q = sa.select(m.FailoverEvent).order_by(m.FailoverEvent.id.desc()).limit(limit)
+            if router_id:
+                q = q.where(m.FailoverEvent.router_id == router_id)
+            return [_event_dict(e) for e in s.scalars(q)]
+
+    @_retry
+    def record_event(self, *, cause: str, detected_by: str, detail: str) -> None:
+        """An event that moved nothing (e.g. a failover refused by a safety check)."""
+        with self._session() as s:
+            s.add(m.FailoverEvent(cause=cause, detected_by=detected_by,
+                                  detail=detail[:1024], detected_at=utcnow()))
+
+    # ---------------------------------------------------------------- services
+
+    @_retry
+    def heartbeat_service(self, binary: str, host: str) -> None:
+        now = utcnow()
+        with self._session() as s:
+            done = s.execute(sa.update(m.Service)
+                             .where(m.Service.binary == binary, m.Service.host == host)
+                             .values(heartbeat_at=now)).rowcount
+            if not done:
+                s.add(m.Service(binary=binary, host=host, heartbeat_at=now,
+                                started_at=now))
+                try:
+                    s.flush()
+                except db_exc.DBDuplicateEntry:
+                    raise db_exc.RetryRequest(db_exc.DBDeadlock()) from None
+
+
+# --------------------------------------------------------------------- helpers
+
+def _routers_with_agent() -> sa.Select:
+    return (sa.select(m.Router, m.Agent)
+            .outerjoin(m.RouterBinding, sa.and_(m.RouterBinding.router_id == m.Router.id,
+                                                m.RouterBinding.role == m.ROLE_ACTIVE))
+            .outerjoin(m.Agent, m.Agent.id == m.RouterBinding.agent_id))
+
+
+def _agents_with_load() -> sa.Select:
+    load = (sa.select(m.RouterBinding.agent_id, sa.func.count().label("n"))
+            .where(m.RouterBinding.role == m.ROLE_ACTIVE)
+            .group_by(m.RouterBinding.agent_id).subquery())
+    return (sa.select(m.Agent, sa.func.coalesce(load.c.n, 0))
+            .outerjoin(load, load.c.agent_id == m.Agent.id))
+
+
+def _first_free_ip(net: ipaddress.IPv4Network, taken: set[str]) -> str:
+    for ip in net.hosts():
+        if str(ip) not in taken:
+            return str(ip)
+    raise exceptions.NoAddressAvailable(f"no free gateway address left in {net}")
+
+
+def _check_requested_ip(ip: str, net: ipaddress.IPv4Network, reserved: Iterable[str]) -> None:
+    try:
+        addr = ipaddress.IPv4Address(ip)
+    except ValueError:
+        raise exceptions.InvalidInput(f"{ip!r} is not an IPv4 address",
+                                      field="external_gateway_ip") from None
+    if addr not in net or addr in (net.network_address, net.broadcast_address):
+        raise exceptions.InvalidInput(
+            f"{ip} is not a usable host address of the external network {net}",
+            field="external_gateway_ip")
+    if ip in set(reserved):
+        raise exceptions.Conflict(f"gateway address {ip} is reserved")
+
+
+def _random_mac() -> str:
+    # OpenStack's fa:16:3e prefix; fixed per router so every agent uses the same
+    # MAC and neighbours need not re-learn it after a failover.
+    return "fa:16:3e:" + ":".join(f"{random.randrange(256):02x}" for _ in range(3))
+
+
+def _iso(t: datetime.datetime | None) -> str | None:
+    return t.isoformat(timespec="microseconds") + "Z" if t else None
+
+
+def _router_dict(r: m.Router, agent: m.Agent | None) -> dict:
+    return {"id": r.id, "project_id": r.project_id, "name": r.name,
+            "status": r.status, "status_reason": r.status_reason, "ha": r.ha,
+            "external_gateway_ip": r.gateway_ip,
+            "external_gateway_prefixlen": r.gateway_prefixlen,
+            "external_gateway_mac": r.gateway_mac,
+            "agent_id": agent.id if agent else None,
+            "agent_host": agent.host if agent else None,
+            "generation": r.generation,
+            "created_at": _iso(r.created_at), "updated_at": _iso(r.updated_at)}
+
+
+def _agent_row(a: m.Agent) -> dict:
+    return {"id": a.id, "host": a.host, "agent_type": a.agent_type,
+            "admin_state_up": a.admin_state_up, "namespace_prefix": a.namespace_prefix,
+            "heartbeat_at": a.heartbeat_at, "started_at": a.started_at,
+            "dead_since": a.dead_since, "fenced_at": a.fenced_at,
+            "lease_generation": a.lease_generation}
+
+
+def _agent_dict(a: m.Agent, load: int, now: datetime.datetime, down_time: float) -> dict:
+    alive = (a.dead_since is None and
+             (now - a.heartbeat_at).total_seconds() < down_time)
+    return {"id": a.id, "host": a.host, "agent_type": a.agent_type,
+            "admin_state_up": a.admin_state_up, "alive": alive,
+            "router_count": int(load), "namespace_prefix": a.namespace_prefix,
+            "heartbeat_at": _iso(a.heartbeat_at), "started_at": _iso(a.started_at),
+            "dead_since": _iso(a.dead_since), "fenced_at": _iso(a.fenced_at)}
+
+
+def _event_dict(e: m.FailoverEvent) -> dict:
+    return {"id": e.id, "router_id": e.router_id, "old_agent_id": e.old_agent_id,
+            "new_agent_id": e.new_agent_id, "cause": e.cause,
+            "detected_by": e.detected_by, "detail": e.detail,
+            "last_heartbeat_at": _iso(e.last_heartbeat_at),
+            "detected_at": _iso(e.detected_at), "fenced_at": _iso(e.fenced_at),
+            "rescheduled_at": _iso(e.rescheduled_at), "active_at": _iso(e.active_at)}
