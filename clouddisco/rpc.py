@@ -1,0 +1,304 @@
+"""Every message that crosses the wire, declared in one place.
+
+Topics:
+  ``clouddisco-scheduler`` (agents, cleanup and API → any scheduler replica) —
+      register, sync_routers, update_router_status, schedule_router,
+      delete_router, host_fenced.
+  ``clouddisco-reports`` (agents and cleanup services → any scheduler replica)
+      — report_state and renew_lease: lease renewals have their own queue and
+      threads so that no other work can delay a heartbeat into a false failover.
+  ``clouddisco-l3-agent`` with server=<host> (scheduler → one agent) —
+      routers_added, routers_removed.
+
+APIs are versioned; bump the minor version when adding a method or argument and
+make the caller check ``can_send_version`` before using it.
+"""
+
+import concurrent.futures
+import functools
+import socket
+from collections.abc import Callable
+from collections.abc import Sequence
+
+import jsonschema
+import oslo_messaging
+from oslo_config import cfg
+from oslo_log import log as logging
+
+LOG = logging.getLogger(__name__)
+
+SCHEDULER_TOPIC = "clouddisco-scheduler"
+REPORTS_TOPIC = "clouddisco-reports"
+AGENT_TOPIC = "clouddisco-l3-agent"
+
+# 1.0: register, report_state, sync_routers, update_router_status,
+#      schedule_router, delete_router
+# 1.1: renew_lease, host_fenced (leases and confirmed fencing)
+SCHEDULER_API_VERSION = "1.1"
+AGENT_API_VERSION = "1.0"
+
+
+class BrokerBusy(Exception):
+    """An earlier message of this courier is still waiting for the broker."""
+
+
+class Courier:
+    """Sends messages on a background thread, so that no caller ever blocks on
+    a broker outage.
+
+    oslo.messaging's connection pool waits for the broker to come back when it
+    has no live connection, whatever ``retry`` says. A health monitor, a
+    heartbeat loop or a node guard that blocked there would stop doing its
+    job exactly when it matters. Messages keep their order (one thread).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._pending: concurrent.futures.Future | None = None
+
+    def cast(self, fn: Callable, *args, **kwargs) -> None:
+        """Fire and forget; a failure is logged (callers have a retry path)."""
+        future = self._pool.submit(fn, *args, **kwargs)
+        future.add_done_callback(self._log_failure)
+
+    def call(self, fn: Callable, *args, timeout: float, **kwargs):
+        """Wait at most ``timeout`` seconds for ``fn``'s result.
+
+        Raises TimeoutError, or BrokerBusy while an earlier call still hangs
+        (rather than queueing calls behind it that would all be stale).
+        """
+        if self._pending is not None and not self._pending.done():
+            raise BrokerBusy(f"{self.name}: an earlier message still waits for the broker")
+        self._pending = self._pool.submit(fn, *args, **kwargs)
+        try:
+            return self._pending.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"{self.name}: no answer within {timeout:.1f}s") from None
+
+    def _log_failure(self, future: concurrent.futures.Future) -> None:
+        exc = future.exception()
+        if exc is not None:
+            LOG.warning("%s: message not sent: %s", self.name, exc)
+
+
+class InvalidPayload(Exception):
+    """An RPC message that does not match its schema; nothing was changed."""
+
+
+class BrokerUnreachable(Exception):
+    pass
+
+
+# ------------------------------------------------------------------ transport
+
+def get_transport(conf: cfg.ConfigOpts) -> oslo_messaging.Transport:
+    # The options themselves are registered by clouddisco.conf.register.
+    return oslo_messaging.get_rpc_transport(conf, allowed_remote_exmods=[__name__])
+
+
+def check_broker(conf: cfg.ConfigOpts, timeout: float = 3.0) -> None:
+    """Raise BrokerUnreachable unless some broker of transport_url takes TCP."""
+    url = oslo_messaging.TransportURL.parse(conf, conf.transport_url)
+    if url.transport.startswith("fake") or not url.hosts:
+        return
+    errors = []
+    for host in url.hosts:
+        addr = (host.hostname or "localhost", host.port or 5672)
+        try:
+            socket.create_connection(addr, timeout=timeout).close()
+            return
+        except OSError as exc:
+            errors.append(f"{addr[0]}:{addr[1]}: {exc.strerror or exc}")
+    raise BrokerUnreachable("; ".join(errors))
+
+
+def get_server(transport, topic: str, endpoints: Sequence[object],
+               server: str | None = None) -> oslo_messaging.MessageHandlingServer:
+    target = oslo_messaging.Target(topic=topic, server=server or socket.gethostname())
+    return oslo_messaging.get_rpc_server(transport, target, list(endpoints),
+                                         executor="threading")
+
+
+# ------------------------------------------------------------- payload checks
+
+_UUID = {"type": "string", "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-"
+                                      "[0-9a-f]{4}-[0-9a-f]{12}$"}
+_HOST = {"type": "string", "minLength": 1, "maxLength": 255}
+_PREFIX = {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{1,24}$"}
+
+SCHEMAS = {
+    "register": {"type": "object", "required": ["host", "namespace_prefix"],
+                 "properties": {"host": _HOST, "namespace_prefix": _PREFIX,
+                                "agent_type": {"enum": ["l3"]}},
+                 "additionalProperties": False},
+    "report_state": {"type": "object", "required": ["host", "state"],
+                     "properties": {"host": _HOST, "state": {"type": "object"}},
+                     "additionalProperties": False},
+    "renew_lease": {"type": "object", "required": ["host", "generation"],
+                    "properties": {"host": _HOST,
+                                   "generation": {"type": "integer", "minimum": 1}},
+                    "additionalProperties": False},
+    "host_fenced": {"type": "object", "required": ["host", "generation", "reason"],
+                    "properties": {"host": _HOST,
+                                   "generation": {"type": "integer", "minimum": 1},
+                                   "reason": {"type": "string", "maxLength": 255}},
+                    "additionalProperties": False},
+    "sync_routers": {"type": "object", "required": ["host"],
+                     "properties": {"host": _HOST}, "additionalProperties": False},
+    "update_router_status": {
+        "type": "object", "required": ["host", "reports"],
+        "properties": {
+            "host": _HOST,
+            "reports": {"type": "object",
+                        "propertyNames": _UUID,
+                        "additionalProperties": {
+                            "type": "object", "required": ["status"],
+                            "properties": {
+                                "status": {"enum": ["ACTIVE", "ERROR", "DELETED"]},
+                                "reason": {"type": ["string", "null"], "maxLength": 1024}},
+                            "additionalProperties": False}}},
+        "additionalProperties": False},
+    "router_id": {"type": "object", "required": ["router_id"],
+                  "properties": {"router_id": _UUID}, "additionalProperties": False},
+}
+
+
+def validated(schema_name: str) -> Callable:
+    """Check an endpoint's keyword arguments against SCHEMAS[schema_name].
+
+    A bad message is refused with InvalidPayload (sent back to a caller of
+    ``call``), logged by the server without a traceback, and changes nothing.
+    """
+    schema = SCHEMAS[schema_name]
+
+    def decorator(func: Callable) -> Callable:
+        @functools.wraps(func)
+        @oslo_messaging.expected_exceptions(InvalidPayload)
+        def wrapper(self, ctxt, **kwargs):
+            try:
+                jsonschema.validate(kwargs, schema)
+            except jsonschema.ValidationError as exc:
+                where = "/".join(str(p) for p in exc.absolute_path) or "(message)"
+                raise InvalidPayload(f"{func.__name__}: {where}: {exc.message}") from None
+            return func(self, ctxt, **kwargs)
+        return wrapper
+    return decorator
+
+
+# ----------------------------------------------------------------- clients
+
+class SchedulerAPI:
+    """Client of the scheduler replicas, for agents, node guards and the API.
+
+    Every method returns promptly even while the broker is unreachable: calls
+    raise TimeoutError (or BrokerBusy) after their timeout, casts are queued on
+    a background thread.
+    """
+
+    def __init__(self, transport, timeout: float = 10.0) -> None:
+        target = oslo_messaging.Target(topic=SCHEDULER_TOPIC, version="1.0")
+        self._client = oslo_messaging.get_rpc_client(transport, target, timeout=timeout)
+        self._reports = oslo_messaging.get_rpc_client(
+            transport, oslo_messaging.Target(topic=REPORTS_TOPIC, version="1.0"),
+            timeout=timeout)
+        self.timeout = timeout
+        # Reports and renewals have a courier of their own, so that a slow
+        # sync or status message never delays a heartbeat.
+        self._report_courier = Courier("rpc-reports")
+        self._courier = Courier("rpc-scheduler")
+
+    def _call(self, client, method: str, timeout: float | None = None,
+              version: str | None = None, courier: Courier | None = None, **kwargs):
+        timeout = timeout or self.timeout
+        prepared = client.prepare(timeout=timeout, retry=0,
+                                  **({"version": version} if version else {}))
+        # A little more than the RPC timeout: let oslo.messaging time out first.
+        return (courier or self._courier).call(prepared.call, {}, method,
+                                               timeout=timeout + 0.5, **kwargs)
+
+    # agent → scheduler
+    def register(self, host: str, namespace_prefix: str, timeout: float | None = None) -> dict:
+        return self._call(self._client, "register", timeout, courier=self._report_courier,
+                          host=host, namespace_prefix=namespace_prefix, agent_type="l3")
+
+    def report_state(self, host: str, state: dict, timeout: float) -> dict:
+        # A report that cannot be sent now is worthless later; the next one
+        # follows in report_interval.
+        return self._call(self._reports, "report_state", timeout,
+                          courier=self._report_courier, host=host, state=state)
+
+    def renew_lease(self, host: str, generation: int, timeout: float) -> dict:
+        """Node guard → scheduler: keep the node's lease while its agent
+        restarts. The reply says whether it was granted and for how long."""
+        return self._call(self._reports, "renew_lease", timeout, version="1.1",
+                          courier=self._report_courier, host=host, generation=generation)
+
+    def host_fenced(self, host: str, generation: int, reason: str, timeout: float) -> dict:
+        """Node guard → scheduler: this node removed its routers; move them now."""
+        return self._call(self._client, "host_fenced", timeout, version="1.1", host=host,
+                          generation=generation, reason=reason)
+
+    def sync_routers(self, host: str) -> list[dict]:
+        return self._call(self._client, "sync_routers", host=host)
+
+    def update_router_status(self, host: str, reports: dict[str, dict]) -> None:
+        self._call(self._client, "update_router_status", host=host, reports=reports)
+
+    # API → scheduler: casts, so a request never waits on placement or on a
+    # broker outage (the health monitor places what a lost cast left behind).
+    def schedule_router(self, router_id: str) -> None:
+        self._courier.cast(self._client.prepare(retry=0).cast, {}, "schedule_router",
+                           router_id=router_id)
+
+    def delete_router(self, router_id: str) -> None:
+        self._courier.cast(self._client.prepare(retry=0).cast, {}, "delete_router",
+                           router_id=router_id)
+
+
+class AgentAPI:
+    """Client of the L3 agents, for the scheduler."""
+
+    def __init__(self, transport) -> None:
+        target = oslo_messaging.Target(topic=AGENT_TOPIC, version=AGENT_API_VERSION)
+        self._client = oslo_messaging.get_rpc_client(transport, target)
+        # The health monitor must keep passing during a broker outage.
+        self._courier = Courier("rpc-agents")
+
+    def routers_added(self, host: str, routers: Sequence[dict]) -> None:
+        """Ask ``host`` to realise ``routers`` (router dicts); it answers with
+        update_router_status. Lost casts are resent by the monitor."""
+        self._courier.cast(self._client.prepare(server=host, retry=0).cast,
+                           {}, "routers_added",
+                           routers=[agent_router_view(r) for r in routers])
+
+    def routers_removed(self, host: str, router_ids: Sequence[str]) -> None:
+        self._courier.cast(self._client.prepare(server=host, retry=0).cast,
+                           {}, "routers_removed", router_ids=list(router_ids))
+
+
+def agent_router_view(router: dict) -> dict:
+    """The part of a router an agent needs: the wire format of routers_added."""
+    return {"id": router["id"], "status": router["status"],
+            "gateway_ip": router["external_gateway_ip"],
+            "gateway_prefixlen": router["external_gateway_prefixlen"],
+            "gateway_mac": router["external_gateway_mac"]}
+
+
+AGENT_ROUTER_SCHEMA = {
+    "type": "object",
+    "required": ["id", "gateway_ip", "gateway_prefixlen", "gateway_mac"],
+    "properties": {"id": _UUID, "status": {"type": "string"},
+                   "gateway_ip": {"type": "string", "format": "ipv4"},
+                   "gateway_prefixlen": {"type": "integer", "minimum": 0, "maximum": 32},
+                   "gateway_mac": {"type": "string",
+                                   "pattern": "^([0-9a-f]{2}:){5}[0-9a-f]{2}$"}},
+    "additionalProperties": False}
+SCHEMAS["routers_added"] = {"type": "object", "required": ["routers"],
+                            "properties": {"routers": {"type": "array",
+                                                       "items": AGENT_ROUTER_SCHEMA}},
+                            "additionalProperties": False}
+SCHEMAS["routers_removed"] = {"type": "object", "required": ["router_ids"],
+                              "properties": {"router_ids": {"type": "array",
+                                                            "items": _UUID}},
+                              "additionalProperties": False}
