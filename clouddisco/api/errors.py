@@ -1,0 +1,69 @@
+"""HTTP errors as JSON, and the fault wrapper that guarantees no HTML or 500 leak."""
+
+import json
+import time
+
+import webob
+import webob.exc
+from oslo_log import log as logging
+
+from clouddisco import exceptions
+
+LOG = logging.getLogger(__name__)
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None,
+                 headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+
+
+def error_response(req: webob.Request, status: int, message: str,
+                   field: str | None = None, headers: dict | None = None) -> webob.Response:
+    title = webob.exc.status_map[status].title
+    body = {"error": {"status": status, "title": title, "message": message,
+                      "request_id": req.environ.get("openstack.request_id")}}
+    if field is not None:
+        body["error"]["field"] = field
+    resp = webob.Response(status=status, content_type="application/json", charset="utf-8",
+                          body=json.dumps(body).encode())
+    for key, value in (headers or {}).items():
+        resp.headers[key] = value
+    return resp
+
+
+# Domain errors → HTTP status.
+_STATUS = {exceptions.NotFound: 404, exceptions.Conflict: 409, exceptions.InvalidInput: 400}
+
+
+class FaultWrapper:
+    """Turn every exception into a JSON error, and log one line per request.
+
+    Unexpected exceptions are logged with their traceback and answered 500 with
+    the request id, so an operator can find the log line.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        req = webob.Request(environ)
+        started = time.monotonic()
+        try:
+            resp = req.get_response(self.app)
+        except HTTPError as exc:
+            resp = error_response(req, exc.status, exc.message, exc.field, exc.headers)
+        except exceptions.ClouddiscoError as exc:
+            status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 500)
+            resp = error_response(req, status, str(exc), getattr(exc, "field", None))
+        except Exception:
+            LOG.exception("unexpected error serving %s %s", req.method, req.path)
+            resp = error_response(req, 500, "internal error; see the clouddisco-api log "
+                                  "for this request id")
+        LOG.info("%s %s -> %s (%.1f ms)", req.method, req.path_qs, resp.status_int,
+                 (time.monotonic() - started) * 1000)
+        return resp(environ, start_response)

@@ -1,0 +1,37 @@
+"""Handlers of /v1/agents (admin only)."""
+
+import webob
+from oslo_log import log as logging
+
+from clouddisco.api import auth
+from clouddisco.api import util
+from clouddisco.api.schemas import agents as schema
+
+LOG = logging.getLogger(__name__)
+
+
+def list_agents(req: webob.Request) -> webob.Response:
+    auth.require_admin(auth.get_context(req), "listing agents")
+    app = req.environ["clouddisco.app"]
+    return util.json_response({"agents": app.db.list_agents(app.conf.health.agent_down_time)})
+
+
+def show_agent(req: webob.Request) -> webob.Response:
+    auth.require_admin(auth.get_context(req), "showing an agent")
+    app = req.environ["clouddisco.app"]
+    agent_id = util.check_uuid(req.urlvars["agent_id"], "agent")
+    return util.json_response({"agent": app.db.get_agent(agent_id,
+                                                         app.conf.health.agent_down_time)})
+
+
+def update_agent(req: webob.Request) -> webob.Response:
+    ctx = auth.get_context(req)
+    auth.require_admin(ctx, "changing an agent")
+    app = req.environ["clouddisco.app"]
+    agent_id = util.check_uuid(req.urlvars["agent_id"], "agent")
+    body = util.read_json(req, schema.UPDATE)
+    app.db.set_agent_admin_state(agent_id, body["admin_state_up"])
+    LOG.info("agent %s admin_state_up set to %s by project %s", agent_id,
+             body["admin_state_up"], ctx.project_id)
+    return util.json_response({"agent": app.db.get_agent(agent_id,
+                                                         app.conf.health.agent_down_time)})

@@ -1,0 +1,17 @@
+"""Handler of /v1/failover-events (admin only): the evidence of every move."""
+
+import webob
+
+from clouddisco.api import auth
+from clouddisco.api import util
+
+
+def list_failover_events(req: webob.Request) -> webob.Response:
+    auth.require_admin(auth.get_context(req), "listing failover events")
+    app = req.environ["clouddisco.app"]
+    limit = util.query_int(req, "limit", app.conf.api.max_limit, 1, app.conf.api.max_limit)
+    router_id = req.GET.get("router_id")
+    if router_id is not None:
+        util.check_uuid(router_id, "router")
+    events = app.db.list_failover_events(router_id=router_id, limit=limit)
+    return util.json_response({"failover_events": events})

@@ -1,0 +1,59 @@
+"""Handlers of /v1/routers. Order in each: context, access, input, work, response."""
+
+import webob
+from oslo_log import log as logging
+
+from clouddisco.api import auth
+from clouddisco.api import util
+from clouddisco.api.schemas import routers as schema
+
+LOG = logging.getLogger(__name__)
+
+
+def _app(req: webob.Request):
+    return req.environ["clouddisco.app"]
+
+
+def list_routers(req: webob.Request) -> webob.Response:
+    ctx = auth.get_context(req)
+    app = _app(req)
+    limit = util.query_int(req, "limit", app.conf.api.max_limit, 1, app.conf.api.max_limit)
+    routers = app.db.list_routers(auth.project_scope(ctx), limit=limit)
+    return util.json_response({"routers": routers})
+
+
+def create_router(req: webob.Request) -> webob.Response:
+    ctx = auth.get_context(req)
+    app = _app(req)
+    body = util.read_json(req, schema.CREATE)
+    router = app.db.create_router(
+        project_id=ctx.project_id, name=body["name"], ha=body.get("ha", False),
+        external_cidr=app.conf.api.external_cidr,
+        reserved_ips=app.conf.api.external_reserved_ips,
+        gateway_ip=body.get("external_gateway_ip"))
+    LOG.info("router %s created for project %s with gateway %s", router["id"],
+             ctx.project_id, router["external_gateway_ip"])
+    # A cast on a background thread: a lost one is logged there, and the
+    # health monitor places routers left unbound.
+    app.scheduler.schedule_router(router["id"])
+    resp = util.json_response({"router": router}, status=201)
+    resp.location = f"{req.host_url}/v1/routers/{router['id']}"
+    return resp
+
+
+def show_router(req: webob.Request) -> webob.Response:
+    ctx = auth.get_context(req)
+    router_id = util.check_uuid(req.urlvars["router_id"], "router")
+    router = _app(req).db.get_router(router_id, auth.project_scope(ctx))
+    return util.json_response({"router": router})
+
+
+def delete_router(req: webob.Request) -> webob.Response:
+    ctx = auth.get_context(req)
+    app = _app(req)
+    router_id = util.check_uuid(req.urlvars["router_id"], "router")
+    app.db.begin_router_delete(router_id, auth.project_scope(ctx))
+    LOG.info("router %s marked for deletion", router_id)
+    # As above: the monitor finishes a delete whose cast was lost.
+    app.scheduler.delete_router(router_id)
+    return webob.Response(status=204)
