@@ -1,0 +1,91 @@
+"""Turn placement decisions into bindings and agent messages.
+
+Shared by the RPC endpoints (new routers, deletes) and the health monitor
+(failover, retries), so there is one way to place and one way to tell agents.
+"""
+
+import collections
+from collections.abc import Iterable
+from collections.abc import Sequence
+
+from oslo_log import log as logging
+
+from clouddisco import exceptions
+from clouddisco import rpc
+from clouddisco.db import api as db_api
+from clouddisco.db import models
+from clouddisco.scheduler import placement
+
+LOG = logging.getLogger(__name__)
+
+
+class RouterDispatcher:
+    def __init__(self, db: db_api.Database, agents: rpc.AgentAPI, agent_down_time: float):
+        self.db = db
+        self.agents = agents
+        self.agent_down_time = agent_down_time
+
+    def place(self, router_ids: Sequence[str]) -> dict[str, str]:
+        """Bind unbound routers to the least-loaded eligible agents and tell them.
+
+        Returns {router_id: host} for the routers this call bound. A router that
+        another replica bound first is left alone; with no eligible agent the
+        router goes to ERROR with a reason, and the monitor retries it later.
+        """
+        candidates = self.db.eligible_agents(self.agent_down_time)
+        if not candidates:
+            for router_id in router_ids:
+                self.db.set_router_error(router_id, db_api.NO_AGENT_REASON)
+            LOG.warning("cannot place routers %s: %s", list(router_ids),
+                        db_api.NO_AGENT_REASON)
+            return {}
+        placed = {}
+        for router_id in router_ids:
+            agent = placement.pick_agent(candidates)
+            if self.db.bind_router(router_id, agent["id"]):
+                agent["load"] += 1
+                placed[router_id] = agent["host"]
+                LOG.info("router %s bound to agent %s (%s)", router_id, agent["id"],
+                         agent["host"])
+        self.send_routers(placed.keys())
+        return placed
+
+    def send_routers(self, router_ids: Iterable[str]) -> None:
+        """Cast every router to the agent it is bound to, one message per host."""
+        by_host = collections.defaultdict(list)
+        for router_id in router_ids:
+            router, agent = self.db.router_placement(router_id)
+            if agent is not None:
+                by_host[agent["host"]].append(router)
+        for host, routers in by_host.items():
+            self.cast_routers(host, routers)
+
+    def cast_routers(self, host: str, routers: Sequence[dict]) -> None:
+        """Queue the casts (AgentAPI never blocks); a lost cast is logged by the
+        courier and resent by the monitor's retry of unfinished routers."""
+        added = [r for r in routers if r["status"] != models.DELETING]
+        removed = [r["id"] for r in routers if r["status"] == models.DELETING]
+        if added:
+            self.agents.routers_added(host, added)
+        if removed:
+            self.agents.routers_removed(host, removed)
+
+    def delete(self, router_id: str) -> None:
+        """Finish a DELETING router: ask its agent, or drop it if nobody hosts it."""
+        try:
+            router, agent = self.db.router_placement(router_id)
+        except exceptions.NotFound:
+            return
+        if router["status"] != models.DELETING:
+            LOG.warning("delete_router %s ignored: status is %s", router_id,
+                        router["status"])
+            return
+        if agent is None or agent["dead_since"] is not None:
+            # Nobody serves it (or its agent is dead and cleanup fences the node):
+            # nothing to tear down that the control plane can reach.
+            self.db.delete_router(router_id)
+            LOG.info("router %s deleted (no live agent hosted it)", router_id)
+            return
+        LOG.info("router %s: asking agent %s (%s) to remove it", router_id, agent["id"],
+                 agent["host"])
+        self.cast_routers(agent["host"], [router])

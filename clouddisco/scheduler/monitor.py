@@ -1,0 +1,213 @@
+"""The health monitor: a periodic check that moves the routers of dead agents.
+
+It shares nothing with the report receiver but the database: reports write
+``heartbeat_at``; each pass here declares silent agents dead, moves their
+routers by compare-and-swap, and retries work left unfinished.
+
+Every scheduler replica runs one. They split the agents with a consistent hash
+ring over the replicas that passed recently (seed 000's balanced failover
+lists), so a replica's share moves to the others when it stops. Overlap while
+the ring settles is harmless: every move is a conditional UPDATE.
+"""
+
+import collections
+
+from oslo_log import log as logging
+from tooz import hashring
+
+from clouddisco import periodic
+from clouddisco.db import api as db_api
+from clouddisco.db import models
+from clouddisco.scheduler import dispatch
+from clouddisco.scheduler import placement
+
+LOG = logging.getLogger(__name__)
+
+BINARY = "clouddisco-scheduler"
+
+
+class HealthMonitor:
+    def __init__(self, db: db_api.Database, dispatcher: dispatch.RouterDispatcher, *,
+                 host: str, agent_down_time: float, check_interval: float,
+                 pending_retry_time: float, replica_down_time: float = 1.0,
+                 max_dead_fraction: float = 0.5) -> None:
+        self.db = db
+        self.dispatcher = dispatcher
+        self.host = host
+        self.agent_down_time = agent_down_time
+        self.check_interval = check_interval
+        self.pending_retry_time = pending_retry_time
+        self.replica_down_time = replica_down_time
+        self.max_dead_fraction = max_dead_fraction
+        self.breaker_open = False
+        self.ring_members: list[str] = [host]
+        self._ring = hashring.HashRing(self.ring_members)
+        # A failed pass (DB blip) is retried after a period; the next pass
+        # re-reads everything, so nothing is lost.
+        self._loop = periodic.Loop("health-monitor", self._step, check_interval)
+
+    def start(self) -> None:
+        self._loop.start()
+
+    def stop(self) -> None:
+        self._loop.stop()
+
+    def _step(self) -> float:
+        self.run_once()
+        return self.next_check_delay()
+
+    def next_check_delay(self) -> float:
+        """Seconds to the next pass: check_interval, or less when an agent's
+        silence will reach agent_down_time sooner, so that a death is seen
+        within milliseconds of the deadline rather than up to a period late."""
+        expiry = self.db.next_agent_expiry(self.agent_down_time)
+        if expiry is None:
+            return self.check_interval
+        until = (expiry - db_api.utcnow()).total_seconds() + 0.005
+        return min(self.check_interval, max(0.0, until))
+
+    # ------------------------------------------------------------------ pass
+
+    def run_once(self) -> None:
+        # This pass is the replica's heartbeat: a replica whose monitor stops
+        # passing loses its share of the ring.
+        self.db.heartbeat_service(BINARY, self.host)
+        self._update_ring()
+        agents = self.db.agent_health()
+        mine = [a["id"] for a in agents if self.owns(a["id"])]
+        if self._breaker(agents):
+            # Confirmed fences stay safe to act on: those routers are gone.
+            self.fail_over_dead_agents([a["id"] for a in agents
+                                        if a["fenced_at"] is not None and a["id"] in mine])
+            return
+        for agent in self.db.mark_dead_agents(self.agent_down_time, mine):
+            silent = (agent["dead_since"] - agent["heartbeat_at"]).total_seconds()
+            LOG.warning("agent %s (%s) declared dead: no state report for %.2fs "
+                        "(agent_down_time %.1fs)", agent["id"], agent["host"], silent,
+                        self.agent_down_time)
+        self.fail_over_dead_agents(mine)
+        self.retry_unfinished()
+
+    def _update_ring(self) -> None:
+        live = self.db.live_services(BINARY, self.replica_down_time)
+        members = sorted(set(live) | {self.host})
+        if members != self.ring_members:
+            LOG.info("scheduler replicas sharing the agents: %s (was %s)",
+                     ", ".join(members), ", ".join(self.ring_members))
+            self.ring_members = members
+        self._ring = hashring.HashRing(members)
+
+    def owns(self, key: str) -> bool:
+        return self.host in self._ring.get_nodes(key.encode())
+
+    def _breaker(self, agents: list[dict]) -> bool:
+        """True (open) when too many agents look dead at once to believe it.
+
+        Counted over every enabled agent that still matters (alive, or dead with
+        routers); a confirmed fence is evidence, not suspicion, so it does not
+        count.
+        """
+        now = db_api.utcnow()
+        relevant = [a for a in agents if a["admin_state_up"] and
+                    (a["dead_since"] is None or a["load"] > 0)]
+        # Agents that lose their reports together do not reach agent_down_time
+        # in the same pass; counting every agent silent for half of it as a
+        # suspect lets the breaker see the whole wave before the first death.
+        suspect_after = self.agent_down_time / 2
+        suspects = [a for a in relevant if a["fenced_at"] is None and
+                    (a["dead_since"] is not None or
+                     (now - a["heartbeat_at"]).total_seconds() > suspect_after)]
+        tripped = (len(relevant) >= 2 and
+                   len(suspects) > self.max_dead_fraction * len(relevant))
+        if tripped and not self.breaker_open:
+            detail = (f"{len(suspects)} of {len(relevant)} enabled agents look dead at "
+                      f"once (> {self.max_dead_fraction:.0%}): suspect scheduler "
+                      f"{self.host}'s own link to the message broker or the database, "
+                      "not the agents; no router is moved until reports come back")
+            LOG.error("circuit breaker open: %s", detail)
+            self.db.record_event(cause="circuit_breaker", detected_by=self.host,
+                                 detail=detail)
+        elif self.breaker_open and not tripped:
+            LOG.warning("circuit breaker closed: agent reports are back")
+        self.breaker_open = tripped
+        return tripped
+
+    def fail_over_dead_agents(self, agent_ids: list[str] | None = None
+                              ) -> list[db_api.Move]:
+        """Move every router bound to a dead agent (of ``agent_ids``); return
+        the moves this monitor won."""
+        bindings = self.db.bindings_on_dead_agents(agent_ids)
+        if not bindings:
+            return []
+        deleting = [b for b in bindings if b["router_status"] == models.DELETING]
+        for b in deleting:
+            self.db.delete_router(b["router_id"])
+            LOG.info("router %s deleted: it was being deleted on dead agent %s",
+                     b["router_id"], b["agent_id"])
+        bindings = [b for b in bindings if b["router_status"] != models.DELETING]
+        if not bindings:
+            return []
+        candidates = self.db.eligible_agents(self.agent_down_time)
+        target = placement.spread([b["router_id"] for b in bindings], candidates)
+        moves = [db_api.Move(router_id=b["router_id"], old_agent_id=b["agent_id"],
+                             generation=b["generation"],
+                             new_agent_id=target.get(b["router_id"]),
+                             agent_generation=b["agent_generation"])
+                 for b in bindings]
+        fenced = {b["agent_id"]: b["fenced_at"] for b in bindings}
+        won = self.db.move_bindings(
+            moves, cause="agent_dead", detected_by=self.host,
+            last_heartbeat={b["agent_id"]: b["heartbeat_at"] for b in bindings},
+            detected_at={b["agent_id"]: b["dead_since"] for b in bindings},
+            fenced_at=fenced)
+        if len(won) < len(moves):
+            LOG.info("%d of %d router move(s) were won by another monitor or undone by "
+                     "the agent registering again", len(moves) - len(won), len(moves))
+        hosts = {c["id"]: c["host"] for c in candidates}
+        old_hosts = {b["agent_id"]: b["host"] for b in bindings}
+        for mv in won:
+            why = "agent fenced" if fenced.get(mv.old_agent_id) else "agent dead"
+            if mv.new_agent_id:
+                LOG.info("failover: router %s moved from agent %s (%s) to agent %s (%s): %s",
+                         mv.router_id, mv.old_agent_id, old_hosts[mv.old_agent_id],
+                         mv.new_agent_id, hosts[mv.new_agent_id], why)
+            else:
+                LOG.error("failover: router %s unbound from dead agent %s (%s): %s",
+                          mv.router_id, mv.old_agent_id, old_hosts[mv.old_agent_id],
+                          db_api.NO_AGENT_REASON)
+        by_host = collections.defaultdict(list)
+        for mv in won:
+            if mv.new_agent_id:
+                by_host[hosts[mv.new_agent_id]].append(mv.router_id)
+        for host, router_ids in by_host.items():
+            self.dispatcher.cast_routers(host, self.db.routers_by_id(router_ids))
+        return won
+
+    def retry_unfinished(self) -> None:
+        """Self-healing for lost messages and late agents, for this replica's
+        share of the routers.
+
+        Unbound routers are placed again; routers stuck PENDING, ERROR or
+        DELETING on a live agent are sent to it again; DELETING routers nobody
+        hosts are dropped.
+        """
+        todo = {k: [r for r in v if self.owns(r["id"])]
+                for k, v in self.db.routers_to_retry(self.pending_retry_time).items()}
+        for router in todo["deleting_unbound"]:
+            self.db.delete_router(router["id"])
+            LOG.info("router %s deleted (unbound)", router["id"])
+        unbound = [r["id"] for r in todo["unbound"]
+                   if r["status"] == models.PENDING or
+                   r["status_reason"] == db_api.NO_AGENT_REASON]
+        if unbound and self.db.eligible_agents(self.agent_down_time):
+            LOG.info("placing %d unbound router(s)", len(unbound))
+            self.dispatcher.place(unbound)
+        if todo["pending"]:
+            LOG.info("re-sending %d unfinished router(s) to their agents",
+                     len(todo["pending"]))
+            self.db.touch_routers([r["id"] for r in todo["pending"]])
+            by_host = collections.defaultdict(list)
+            for r in todo["pending"]:
+                by_host[r["agent_host"]].append(r)
+            for host, routers in by_host.items():
+                self.dispatcher.cast_routers(host, routers)
