@@ -1,0 +1,40 @@
+"""The long-running node guard service (``clouddisco-cleanup --daemon``)."""
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from clouddisco import periodic
+from clouddisco import rpc
+from clouddisco import systemd
+from clouddisco.cleanup import guard
+from clouddisco.drivers import base
+
+LOG = logging.getLogger(__name__)
+
+
+class GuardService:
+    def __init__(self, conf: cfg.ConfigOpts, driver: base.RouterDriver, transport) -> None:
+        self.interval = conf.cleanup.check_interval
+        scheduler = rpc.SchedulerAPI(transport, timeout=conf.cleanup.server_timeout)
+        self.guard = guard.NodeGuard(
+            conf.host, driver, scheduler, state_dir=conf.agent.state_dir,
+            restart_grace=conf.cleanup.restart_grace,
+            renew_interval=conf.agent.report_interval,
+            # A renewal or fence report must not stall the checks for long.
+            rpc_timeout=min(conf.cleanup.server_timeout, 2 * conf.agent.report_interval))
+        self._loop = periodic.Loop("node-guard", self._step, self.interval)
+
+    def start(self) -> None:
+        self._loop.start()
+        systemd.notify("READY=1")
+        LOG.info("node guard for %s started (restart_grace %.1fs)", self.guard.host,
+                 self.guard.restart_grace)
+
+    def stop(self) -> None:
+        systemd.notify("STOPPING=1")
+        self._loop.stop()
+
+    def _step(self) -> float:
+        self.guard.tick()
+        systemd.notify("WATCHDOG=1")
+        return self.interval
