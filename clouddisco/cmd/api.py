@@ -1,0 +1,20 @@
+"""clouddisco-api: serve the REST API with a threaded WSGI server (waitress)."""
+
+import waitress
+
+from clouddisco import launch
+from clouddisco.api import app as api_app
+from clouddisco.db import api as db_api
+
+PROG = "clouddisco-api"
+
+
+def main() -> None:
+    conf = launch.prepare(PROG, groups=["DEFAULT", "api", "health"])
+    db = db_api.Database.from_conf(conf)
+    launch.require(PROG, "the database ([database] connection)", db.ping)
+    app = api_app.deploy(conf, db=db)
+    # waitress: a production WSGI server with a thread pool, unlike wsgiref.
+    waitress.serve(app, host=conf.api.bind_host, port=conf.api.bind_port,
+                   threads=conf.api.threads, ident=PROG,
+                   max_request_body_size=1024 * 1024, _quiet=True)
