@@ -1,0 +1,113 @@
+"""The shipped systemd units, under a real systemd: agent "a" and its node guard
+run from etc/systemd/*.service (only paths rewritten); the API, the scheduler
+and agent "b" run as plain processes of the test's cloud."""
+
+import os
+import signal
+import time
+
+from tests.functional import cloud as cloud_mod
+from tests.functional import invariants
+from tests.functional import netlab
+from tests.functional import systemd
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+AGENT_UNIT = "clouddisco-l3-agent.service"
+GUARD_UNIT = "clouddisco-cleanup.service"
+
+
+def shipped_unit(name: str, config: str) -> str:
+    with open(os.path.join(REPO, "etc", "systemd", name)) as f:
+        text = f.read()
+    return (text.replace("/usr/local/bin/", cloud_mod.BIN + "/")
+            .replace("/etc/clouddisco/clouddisco.conf", config))
+
+
+@netlab.skip_unless_root
+class ShippedUnitsTest(cloud_mod.CloudTestCase):
+    def setUp(self):
+        super().setUp()
+        reason = systemd.skip_reason()
+        if reason:  # e.g. /lib/systemd/systemd missing: say so, never pass silently
+            self.fail(f"cannot boot systemd for the unit tests: {reason}")
+        self.cloud = self.make_cloud(agents=("b",), restart_grace=3.0)
+        # Units see neither the test's /tmp nor its files: config, state and
+        # logs go to the systemd host's state directory.
+        self.host = systemd.use_systemd_host(self, {}, wanted=())
+        config = os.path.join(self.host.state_dir, "agent-a.conf")
+        self.cloud.agent_names.append("a")
+        path = self.cloud.write_config("agent-a", host=self.cloud.host("a"),
+                                       prefix=self.cloud.prefix("a"),
+                                       state_dir=os.path.join(self.host.state_dir, "lease"))
+        os.replace(path, config)
+        for unit in (AGENT_UNIT, GUARD_UNIT):
+            self.host.add_unit(unit, shipped_unit(unit, config))
+        self.host.daemon_reload()
+        self.host.start(GUARD_UNIT)
+        self.host.start(AGENT_UNIT)  # Type=notify: returns once READY=1 was sent
+        netlab.wait_for(lambda: self.cloud.host("a") in self.cloud.alive_hosts(), 30,
+                        what="the systemd-managed agent to report")
+        self.sampler = invariants.InvariantSampler(self.cloud.token + "-")
+        self.sampler.start()
+        self.addCleanup(self.sampler.stop)
+        # Put a router on "a": disable "b" while creating it.
+        b_id = self.cloud.agents()[self.cloud.host("b")]["id"]
+        self.cloud.api("PUT", f"/v1/agents/{b_id}", json={"admin_state_up": False},
+                       expect=200)
+        self.router = self.cloud.wait_router(self.cloud.create_router("r")["id"])
+        self.cloud.api("PUT", f"/v1/agents/{b_id}", json={"admin_state_up": True},
+                       expect=200)
+        self.assertEqual(self.cloud.host("a"), self.router["agent_host"])
+
+    def gap_through(self, action, settle: float):
+        with netlab.Pinger(self.cloud.probe, self.router["external_gateway_ip"]) as pinger:
+            netlab.wait_for(lambda: len(pinger.replies()) > 5, 10, what="pings")
+            started = time.time()
+            action()
+            time.sleep(settle)
+            back = pinger.wait_reply_after(time.time(), timeout=15)
+            return pinger.max_gap(after=started - 0.05, before=back)
+
+    def assert_not_moved(self):
+        self.assertEqual(self.cloud.host("a"),
+                         self.cloud.router(self.router["id"])["agent_host"])
+        self.assertEqual([], self.cloud.events(self.router["id"]))
+        self.sampler.assert_no_double_active()
+        self.sampler.assert_each_has_one_copy([self.router["external_gateway_ip"]])
+
+    def test_agent_kill_9_is_restarted_and_adopts(self):
+        old = self.host.main_pid(AGENT_UNIT)
+        gap = self.gap_through(lambda: os.kill(old, signal.SIGKILL),
+                               settle=self.cloud.agent_down_time + 1)
+        new = self.host.wait_main_pid_change(AGENT_UNIT, old, timeout=30)
+        self.assertNotEqual(old, new)
+        self.assertLess(gap, 0.5, "a restarted agent adopts its routers: no gap")
+        self.assert_not_moved()
+
+    def test_systemctl_restart_moves_nothing(self):
+        old = self.host.main_pid(AGENT_UNIT)
+        gap = self.gap_through(lambda: self.host.restart(AGENT_UNIT),
+                               settle=self.cloud.agent_down_time + 1)
+        self.assertNotEqual(old, self.host.main_pid(AGENT_UNIT))
+        self.assertLess(gap, 0.5)
+        self.assert_not_moved()
+
+    def test_killed_node_guard_is_restarted(self):
+        old = self.host.main_pid(GUARD_UNIT)
+        os.kill(old, signal.SIGKILL)
+        new = self.host.wait_main_pid_change(GUARD_UNIT, old, timeout=30)
+        self.assertNotEqual(old, new)
+        time.sleep(self.cloud.agent_down_time)
+        self.assert_not_moved()
+
+    def test_stopped_agent_unit_is_fenced_and_moved(self):
+        self.host.stop(AGENT_UNIT)  # and it does not come back
+        moved = self.cloud.wait_router(self.router["id"], agent_host=self.cloud.host("b"),
+                                       timeout=30)
+        self.assertEqual("ACTIVE", moved["status"])
+        event = self.cloud.events(self.router["id"])[0]
+        self.assertEqual("agent_fenced", event["cause"])
+        self.assertEqual([], self.cloud.router_namespaces("a"))
+        time.sleep(0.3)
+        self.sampler.assert_no_double_active()
+        self.sampler.assert_each_has_one_copy([self.router["external_gateway_ip"]])

@@ -1,0 +1,179 @@
+"""The API through its real middleware stack, in process, on SQLite."""
+
+import json
+
+import webob
+
+from clouddisco.api import app as api_app
+from tests.unit import base
+
+ADMIN = {"X-Project-Id": "p1", "X-Roles": "admin,member"}
+MEMBER = {"X-Project-Id": "p2", "X-Roles": "member"}
+
+
+class APITest(base.DBTestCase):
+    def setUp(self):
+        super().setUp()
+        self.conf = base.make_conf(api__external_cidr="10.250.0.0/29",
+                                   api__external_reserved_ips=["10.250.0.1"])
+        self.scheduler = base.RecordingSchedulerAPI()
+        self.app = api_app.deploy(self.conf, db=self.db, scheduler=self.scheduler)
+
+    def request(self, method, path, body=None, headers=ADMIN, raw=None,
+                content_type="application/json"):
+        req = webob.Request.blank(path, method=method, headers=headers)
+        if body is not None or raw is not None:
+            req.body = raw if raw is not None else json.dumps(body).encode()
+            req.content_type = content_type
+        resp = req.get_response(self.app)
+        if resp.status_int != 204:
+            self.assertEqual("application/json", resp.content_type)
+        return resp
+
+    def assertError(self, resp, status, field=None, contains=""):
+        self.assertEqual(status, resp.status_int, resp.text)
+        error = resp.json["error"]
+        self.assertEqual(status, error["status"])
+        self.assertIn(contains, error["message"])
+        self.assertTrue(error["request_id"].startswith("req-"))
+        if field is not None:
+            self.assertEqual(field, error.get("field"))
+
+    # -------------------------------------------------------------- routers
+
+    def test_create_allocates_first_free_address_and_casts(self):
+        resp = self.request("POST", "/v1/routers", {"name": "r1"})
+        self.assertEqual(201, resp.status_int)
+        router = resp.json["router"]
+        self.assertEqual("10.250.0.2", router["external_gateway_ip"])  # .1 reserved
+        self.assertEqual(29, router["external_gateway_prefixlen"])
+        self.assertEqual("PENDING", router["status"])
+        self.assertEqual("p1", router["project_id"])
+        self.assertRegex(router["external_gateway_mac"], "^fa:16:3e(:[0-9a-f]{2}){3}$")
+        self.assertEqual([router["id"]], self.scheduler.scheduled)
+        self.assertTrue(resp.location.endswith(f"/v1/routers/{router['id']}"))
+
+    def test_requested_address(self):
+        resp = self.request("POST", "/v1/routers",
+                            {"name": "r", "external_gateway_ip": "10.250.0.5"})
+        self.assertEqual("10.250.0.5", resp.json["router"]["external_gateway_ip"])
+        again = self.request("POST", "/v1/routers",
+                             {"name": "r", "external_gateway_ip": "10.250.0.5"})
+        self.assertError(again, 409, contains="already in use")
+
+    def test_requested_address_outside_cidr_or_reserved(self):
+        self.assertError(self.request("POST", "/v1/routers",
+                                      {"name": "r", "external_gateway_ip": "10.9.0.5"}),
+                         400, field="external_gateway_ip", contains="10.250.0.0/29")
+        self.assertError(self.request("POST", "/v1/routers",
+                                      {"name": "r", "external_gateway_ip": "10.250.0.7"}),
+                         400, field="external_gateway_ip")  # broadcast
+        self.assertError(self.request("POST", "/v1/routers",
+                                      {"name": "r", "external_gateway_ip": "10.250.0.1"}),
+                         409, contains="reserved")
+
+    def test_pool_exhausted_is_409(self):
+        for _ in range(5):  # .2 .. .6
+            self.assertEqual(201, self.request("POST", "/v1/routers", {"name": "r"}).status_int)
+        self.assertError(self.request("POST", "/v1/routers", {"name": "r"}), 409,
+                         contains="no free gateway address")
+
+    def test_bad_bodies_name_the_field(self):
+        cases = [
+            ({}, "name", "missing required field"),
+            ({"name": 5}, "name", "invalid name"),
+            ({"name": "x" * 256}, "name", "invalid name"),
+            ({"name": "r", "colour": "red"}, "colour", "unknown field"),
+            ({"name": "r", "ha": "yes"}, "ha", "invalid ha"),
+            ({"name": "r", "external_gateway_ip": "10.250.0.300"}, "external_gateway_ip",
+             "invalid external_gateway_ip"),
+            ([1, 2], None, "invalid body"),
+        ]
+        for body, field, message in cases:
+            self.assertError(self.request("POST", "/v1/routers", body), 400, field, message)
+        self.assertError(self.request("POST", "/v1/routers", raw=b"{nope"), 400,
+                         contains="not valid JSON")
+        self.assertError(self.request("POST", "/v1/routers", raw=b"\xff\xfe"), 400,
+                         contains="not valid JSON")
+        self.assertError(self.request("POST", "/v1/routers", raw=b"{}",
+                                      content_type="text/plain"), 415)
+        # Nothing was stored by any of these.
+        self.assertEqual([], self.request("GET", "/v1/routers").json["routers"])
+
+    def test_show_list_delete_and_project_scope(self):
+        mine = self.request("POST", "/v1/routers", {"name": "m"}, headers=MEMBER).json["router"]
+        theirs = self.request("POST", "/v1/routers", {"name": "t"}).json["router"]
+        listed = self.request("GET", "/v1/routers", headers=MEMBER).json["routers"]
+        self.assertEqual([mine["id"]], [r["id"] for r in listed])
+        self.assertEqual(2, len(self.request("GET", "/v1/routers").json["routers"]))
+        self.assertError(self.request("GET", f"/v1/routers/{theirs['id']}", headers=MEMBER),
+                         404)
+        self.assertError(self.request("DELETE", f"/v1/routers/{theirs['id']}",
+                                      headers=MEMBER), 404)
+        shown = self.request("GET", f"/v1/routers/{mine['id']}/", headers=MEMBER)
+        self.assertEqual(mine["id"], shown.json["router"]["id"])
+        self.assertIsNone(shown.json["router"]["agent_id"])
+        resp = self.request("DELETE", f"/v1/routers/{mine['id']}", headers=MEMBER)
+        self.assertEqual(204, resp.status_int)
+        self.assertEqual([mine["id"]], self.scheduler.deleted)
+        self.assertEqual("DELETING", self.request(
+            "GET", f"/v1/routers/{mine['id']}", headers=MEMBER).json["router"]["status"])
+
+    def test_unknown_and_malformed_ids_are_404(self):
+        self.assertError(self.request("GET", "/v1/routers/not-a-uuid"), 404)
+        self.assertError(self.request(
+            "GET", "/v1/routers/5d7a0f3e-0000-4000-8000-000000000000"), 404)
+        self.assertError(self.request(
+            "PUT", "/v1/agents/5d7a0f3e-0000-4000-8000-000000000000",
+            {"admin_state_up": False}), 404)
+        self.assertError(self.request("GET", "/v2/routers"), 404)
+
+    def test_wrong_method_is_405_with_allow(self):
+        resp = self.request("PATCH", "/v1/routers")
+        self.assertError(resp, 405)
+        self.assertEqual("GET, POST", resp.headers["Allow"])
+
+    def test_limit_is_checked(self):
+        self.assertError(self.request("GET", "/v1/routers?limit=0"), 400, "limit")
+        self.assertError(self.request("GET", "/v1/routers?limit=abc"), 400, "limit")
+        for _ in range(3):
+            self.request("POST", "/v1/routers", {"name": "r"})
+        self.assertEqual(2, len(self.request("GET", "/v1/routers?limit=2").json["routers"]))
+
+    # --------------------------------------------------------------- agents
+
+    def test_agents_admin_state(self):
+        agent_id = self.db.register_agent("h1", "p-")["id"]
+        agents = self.request("GET", "/v1/agents").json["agents"]
+        self.assertEqual([("h1", True, True, 0)], [
+            (a["host"], a["alive"], a["admin_state_up"], a["router_count"]) for a in agents])
+        resp = self.request("PUT", f"/v1/agents/{agent_id}", {"admin_state_up": False})
+        self.assertEqual(200, resp.status_int)
+        self.assertFalse(resp.json["agent"]["admin_state_up"])
+        self.assertError(self.request("PUT", f"/v1/agents/{agent_id}", {"admin_state_up": 1}),
+                         400, "admin_state_up")
+        self.assertError(self.request("PUT", f"/v1/agents/{agent_id}", {}), 400,
+                         "admin_state_up")
+
+    def test_admin_only_resources(self):
+        for path in ("/v1/agents", "/v1/failover-events"):
+            self.assertError(self.request("GET", path, headers=MEMBER), 403)
+
+    def test_failover_events_filter(self):
+        self.assertEqual([], self.request("GET", "/v1/failover-events").json["failover_events"])
+        self.assertError(self.request("GET", "/v1/failover-events?router_id=x"), 404)
+
+    # ----------------------------------------------------------------- auth
+
+    def test_project_header_required(self):
+        self.assertError(self.request("GET", "/v1/routers", headers={}), 401,
+                         contains="X-Project-Id")
+        self.assertEqual(200, self.request("GET", "/", headers={}).status_int)
+
+    def test_unexpected_error_is_json_500_without_details(self):
+        def boom(*a, **kw):
+            raise RuntimeError("secret detail")
+        self.db.list_routers = boom
+        resp = self.request("GET", "/v1/routers")
+        self.assertError(resp, 500, contains="request id")
+        self.assertNotIn("secret", resp.text)

@@ -1,0 +1,173 @@
+"""The node guard's decisions, with the fake driver, a fake scheduler and a
+real state directory. Time is passed in (monotonic seconds)."""
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import fixtures
+import testtools
+
+from clouddisco import lease
+from clouddisco.cleanup import guard
+from clouddisco.drivers import base
+from clouddisco.drivers import fake
+
+HOST = "node-1"
+
+
+class FakeScheduler:
+    def __init__(self):
+        self.renewals = []
+        self.fences = []
+        self.grant = True
+        self.fail = False
+
+    def renew_lease(self, host, generation, timeout):
+        if self.fail:
+            raise TimeoutError("no scheduler")
+        self.renewals.append(generation)
+        return {"granted": self.grant, "lease_time": 2.0}
+
+    def host_fenced(self, host, generation, reason, timeout):
+        if self.fail:
+            raise TimeoutError("no scheduler")
+        self.fences.append((generation, reason))
+        return {"acknowledged": True, "moved": 1}
+
+
+def spec(n):
+    return base.RouterSpec(id=str(uuid.uuid4()), gateway_ip=f"10.250.0.{n}",
+                           gateway_prefixlen=16, gateway_mac=f"fa:16:3e:00:00:{n:02x}")
+
+
+class NodeGuardTest(testtools.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.state_dir = self.useFixture(fixtures.TempDir()).path
+        self.driver = fake.FakeRouterDriver("qr-", "br-ex")
+        self.driver.ensure([spec(2), spec(3)])
+        self.scheduler = FakeScheduler()
+        self.guard = guard.NodeGuard(HOST, self.driver, self.scheduler,
+                                     state_dir=self.state_dir, restart_grace=5.0,
+                                     renew_interval=1.0, rpc_timeout=1.0)
+
+    def agent_lease(self, generation=1, expires=None, pid=None, now=None):
+        now = time.monotonic() if now is None else now
+        lease.write(self.state_dir, lease.Lease(
+            host=HOST, generation=generation, expires=now + 2.0 if expires is None else expires,
+            renewed_at=now, pid=pid or os.getpid()), lease.AGENT)
+
+    def agent_running_as(self, pid):
+        lease.write_pid(self.state_dir, HOST, pid)
+
+    def fake_agent(self):
+        """A live process whose command line names the agent binary."""
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                                 guard.AGENT_BINARY])
+        self.addCleanup(proc.wait)
+        self.addCleanup(proc.kill)
+        lease.write_pid(self.state_dir, HOST, proc.pid)
+        deadline = time.monotonic() + 10
+        while not guard.agent_process(self.state_dir, HOST).alive:
+            self.assertLess(time.monotonic(), deadline, "fake agent did not start")
+            time.sleep(0.01)
+        return proc
+
+    def test_healthy_agent_nothing_happens(self):
+        agent = self.fake_agent()
+        now = time.monotonic()
+        self.agent_lease(pid=agent.pid, now=now)
+        self.agent_running_as(agent.pid)
+        self.assertEqual("ok", self.guard.tick(now))
+        self.assertEqual(2, len(self.driver.list_routers()))
+        self.assertEqual([], self.scheduler.renewals)
+
+    def test_expired_lease_fences_without_a_server(self):
+        agent = self.fake_agent()
+        now = time.monotonic()
+        self.agent_lease(pid=agent.pid, expires=now - 0.01, now=now - 2)
+        self.agent_running_as(agent.pid)  # alive but silent: hung or cut off
+        self.scheduler.fail = True
+        self.assertEqual("fenced", self.guard.tick(now))
+        self.assertEqual(set(), self.driver.list_routers())
+        # Addresses went first, then the namespaces.
+        kinds = [k for k, _ in self.driver.events if k in ("deactivate", "delete")]
+        self.assertEqual(["deactivate", "delete"], kinds[:1] + kinds[-1:])
+        self.assertTrue(lease.fenced(self.state_dir, HOST, 1))
+        # The report goes out once the scheduler answers.
+        self.scheduler.fail = False
+        self.guard.tick(now + 0.1)
+        self.assertEqual([(1, "lease expired without renewal")], self.scheduler.fences)
+
+    def test_restarting_agent_keeps_the_lease_within_grace(self):
+        now = time.monotonic()
+        self.agent_lease(pid=999_999, now=now)
+        self.agent_running_as(999_999)  # no such process: crashed, restarting
+        self.assertEqual("renewed", self.guard.tick(now + 0.5))
+        self.assertEqual([1], self.scheduler.renewals)
+        node = lease.read(self.state_dir, HOST, lease.NODE)
+        self.assertAlmostEqual(now + 2.5, node.expires, places=3)
+        self.assertEqual("waiting", self.guard.tick(now + 0.6))  # renew_interval
+        for step in range(1, 9):  # renewals keep it alive through 4.5 s
+            self.guard.tick(now + 0.5 + step * 0.5)
+        self.assertEqual(2, len(self.driver.list_routers()))
+        self.assertEqual([], self.scheduler.fences)
+
+    def test_agent_down_past_grace_fences_and_reports(self):
+        now = time.monotonic()
+        self.agent_lease(pid=999_999, now=now)
+        self.agent_running_as(999_999)
+        t = now
+        while self.guard.tick(t) != "fenced":
+            t += 0.5
+            self.assertLess(t, now + 10)
+        self.assertGreater(t - now, 5.0)
+        self.assertEqual(set(), self.driver.list_routers())
+        self.assertEqual(1, len(self.scheduler.fences))
+        self.assertIn("restart_grace", self.scheduler.fences[0][1])
+
+    def test_new_agent_process_counts_as_restarting_until_it_renews(self):
+        agent = self.fake_agent()
+        now = time.monotonic()
+        self.agent_lease(pid=999_999, now=now)  # written by the previous process
+        self.agent_running_as(agent.pid)
+        self.assertEqual("renewed", self.guard.tick(now + 0.1))
+        self.agent_lease(generation=2, pid=agent.pid, now=now + 0.2)  # it registered
+        self.assertEqual("ok", self.guard.tick(now + 0.3))
+
+    def test_stopped_agent_is_hung_not_restarting(self):
+        agent = self.fake_agent()
+        now = time.monotonic()
+        self.agent_lease(pid=agent.pid, now=now)
+        os.kill(agent.pid, 19)  # SIGSTOP
+        self.addCleanup(os.kill, agent.pid, 18)
+        deadline = time.monotonic() + 5
+        while not guard.agent_process(self.state_dir, HOST).stopped:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.01)
+        # No renewal on its behalf: a restart is not coming.
+        self.assertEqual("ok", self.guard.tick(now + 0.1))
+        self.assertEqual([], self.scheduler.renewals)
+        self.assertEqual("fenced", self.guard.tick(now + 2.1))
+
+    def test_routers_reappearing_under_a_fenced_lease_are_removed(self):
+        now = time.monotonic()
+        self.agent_lease(pid=999_999, expires=now - 1, now=now - 3)
+        self.assertEqual("fenced", self.guard.tick(now))
+        self.driver.ensure([spec(4)])  # a revived agent process rebuilds one
+        self.assertEqual("fenced", self.guard.tick(now + 0.1))
+        self.assertEqual(set(), self.driver.list_routers())
+
+    def test_refused_renewal_lets_the_lease_run_out(self):
+        now = time.monotonic()
+        self.agent_lease(pid=999_999, now=now)
+        self.scheduler.grant = False
+        self.assertEqual("renewal refused", self.guard.tick(now + 0.5))
+        self.assertEqual("fenced", self.guard.tick(now + 2.1))
+
+    def test_no_lease_ever_removes_unleased_routers(self):
+        self.assertEqual("removed unleased", self.guard.tick())
+        self.assertEqual(set(), self.driver.list_routers())

@@ -1,0 +1,305 @@
+"""Health monitor decisions, against SQLite and a recording agent client."""
+
+import collections
+import datetime
+
+import sqlalchemy as sa
+
+from clouddisco.db import api as db_api
+from clouddisco.db import models
+from clouddisco.scheduler import dispatch
+from clouddisco.scheduler import monitor
+from tests.unit import base
+
+DOWN = 3.0
+
+
+class MonitorTest(base.DBTestCase):
+    def setUp(self):
+        super().setUp()
+        self.agents_api = base.RecordingAgentAPI()
+        self.dispatcher = dispatch.RouterDispatcher(self.db, self.agents_api, DOWN)
+        self.monitor = self.make_monitor("sched-1")
+
+    def age_heartbeat(self, host, seconds):
+        """Silence ``host``; every agent not silenced by the test reports now, so
+        that a slow test on a loaded machine does not age the healthy ones too."""
+        self._silent = getattr(self, "_silent", set()) | {host}
+        for agent in self.db.agent_health():
+            if agent["host"] not in self._silent:
+                self.db.record_heartbeat(agent["host"])
+        super().age_heartbeat(host, seconds)
+
+    def make_monitor(self, host):
+        return monitor.HealthMonitor(self.db, self.dispatcher, host=host,
+                                     agent_down_time=DOWN, check_interval=0.1,
+                                     pending_retry_time=10)
+
+    def register(self, *hosts):
+        return {h: self.db.register_agent(h, f"{h}-")["id"] for h in hosts}
+
+    def place(self, n):
+        ids = [self.make_router(name=f"r{i}")["id"] for i in range(n)]
+        # Creating routers can take seconds on a loaded machine: report for
+        # every live agent first, so that none ages out of eligibility.
+        for agent in self.db.agent_health():
+            self.db.record_heartbeat(agent["host"])
+        self.dispatcher.place(ids)
+        return ids
+
+    def hosts_of(self, router_ids):
+        return {r["id"]: r["agent_host"] for r in self.db.routers_by_id(router_ids)}
+
+    def test_new_routers_go_to_least_loaded(self):
+        self.register("a", "b")
+        ids = self.place(10)
+        counts = collections.Counter(self.hosts_of(ids).values())
+        self.assertEqual({"a": 5, "b": 5}, dict(counts))
+        self.assertEqual(10, len(self.agents_api.added_to("a") + self.agents_api.added_to("b")))
+
+    def test_healthy_agents_are_left_alone(self):
+        self.register("a", "b")
+        ids = self.place(4)
+        before = self.hosts_of(ids)
+        self.age_heartbeat("a", DOWN - 1)
+        self.monitor.run_once()
+        self.assertEqual(before, self.hosts_of(ids))
+        self.assertEqual([], self.db.list_failover_events())
+
+    def test_silent_agent_routers_move_and_events_record_phases(self):
+        agents = self.register("a", "b", "c")
+        ids = self.place(9)
+        on_a = [rid for rid, h in self.hosts_of(ids).items() if h == "a"]
+        self.age_heartbeat("a", DOWN + 1)
+        self.monitor.run_once()
+        placed = self.hosts_of(ids)
+        self.assertNotIn("a", placed.values())
+        self.assertEqual(sorted(on_a),
+                         sorted(self.agents_api.added_to("b")[3:] +
+                                self.agents_api.added_to("c")[3:]))
+        events = self.db.list_failover_events()
+        self.assertEqual(sorted(on_a), sorted(e["router_id"] for e in events))
+        for e in events:
+            self.assertEqual(agents["a"], e["old_agent_id"])
+            self.assertEqual("agent_dead", e["cause"])
+            self.assertEqual("sched-1", e["detected_by"])
+            self.assertLess(e["last_heartbeat_at"], e["detected_at"])
+            self.assertLessEqual(e["detected_at"], e["rescheduled_at"])
+            self.assertIsNone(e["active_at"])
+        for rid in on_a:
+            self.assertEqual(models.PENDING, self.db.get_router(rid)["status"])
+        # The new agent confirms: the event gets its "active" phase.
+        new_host = placed[on_a[0]]
+        self.db.apply_router_reports(new_host, {on_a[0]: ("ACTIVE", None)})
+        event = self.db.list_failover_events(router_id=on_a[0])[0]
+        self.assertIsNotNone(event["active_at"])
+        self.assertLessEqual(event["rescheduled_at"], event["active_at"])
+
+    def test_failover_spreads_evenly(self):
+        agents = self.register("dead", "s1", "s2", "s3", "s4")
+        for h in ("s1", "s2", "s3", "s4"):
+            self.db.set_agent_admin_state(agents[h], False)
+        ids = self.place(40)  # all on "dead": the others are disabled
+        self.assertEqual({"dead"}, set(self.hosts_of(ids).values()))
+        for a in self.db.list_agents(DOWN):
+            self.db.set_agent_admin_state(a["id"], True)
+        self.age_heartbeat("dead", DOWN + 1)
+        self.monitor.run_once()
+        counts = collections.Counter(self.hosts_of(ids).values())
+        self.assertEqual({"s1": 10, "s2": 10, "s3": 10, "s4": 10}, dict(counts))
+
+    def test_disabled_agent_gets_no_routers(self):
+        agents = self.register("a", "b")
+        self.db.set_agent_admin_state(agents["b"], False)
+        ids = self.place(5)
+        self.assertEqual({"a"}, set(self.hosts_of(ids).values()))
+        self.age_heartbeat("a", DOWN + 1)
+        self.monitor.run_once()
+        # No eligible survivor: unbound, ERROR with the reason, never on "b".
+        for r in self.db.routers_by_id(ids):
+            self.assertIsNone(r["agent_host"])
+            self.assertEqual(models.ERROR, r["status"])
+            self.assertEqual(db_api.NO_AGENT_REASON, r["status_reason"])
+        # Once "b" is enabled, the next passes place them there.
+        self.db.set_agent_admin_state(agents["b"], True)
+        self.age_routers(5)
+        self.monitor.run_once()
+        self.assertEqual({"b"}, set(self.hosts_of(ids).values()))
+
+    def test_racing_monitors_bind_each_router_once(self):
+        agents = self.register("a", "b", "c")
+        ids = self.place(6)
+        self.age_heartbeat("a", DOWN + 1)
+        self.db.mark_dead_agents(DOWN)
+        bindings = self.db.bindings_on_dead_agents()
+        # Both monitors read the same bindings, then each tries its own plan.
+        plan_b = [db_api.Move(b["router_id"], b["agent_id"], b["generation"], agents["b"],
+                              b["agent_generation"]) for b in bindings]
+        plan_c = [db_api.Move(b["router_id"], b["agent_id"], b["generation"], agents["c"],
+                              b["agent_generation"]) for b in bindings]
+        kw = dict(cause="agent_dead", detected_by="x", last_heartbeat={}, detected_at={})
+        won_b = self.db.move_bindings(plan_b, **kw)
+        won_c = self.db.move_bindings(plan_c, **kw)
+        self.assertEqual(len(bindings), len(won_b))
+        self.assertEqual([], won_c)
+        self.assertEqual(len(bindings), len(self.db.list_failover_events()))
+        moved = {b["router_id"] for b in bindings}
+        hosts = self.hosts_of(ids)
+        self.assertEqual({"b"}, {hosts[r] for r in moved})
+        self.assertEqual(6, len(hosts))
+
+    def test_dead_agent_must_register_again_and_keeps_no_routers(self):
+        self.register("a", "b")
+        ids = self.place(2)
+        self.age_heartbeat("a", DOWN + 1)
+        self.monitor.run_once()
+        self.assertEqual({"b"}, set(self.hosts_of(ids).values()))
+        # Its reports renew nothing (no lease) until it registers again.
+        self.assertIsNone(self.db.record_heartbeat("a"))
+        self.db.register_agent("a", "a-")
+        self.assertIsNotNone(self.db.record_heartbeat("a"))
+        self.assertEqual([], self.db.routers_bound_to("a"))
+        alive = {a["host"]: a["alive"] for a in self.db.list_agents(DOWN)}
+        self.assertEqual({"a": True, "b": True}, alive)
+
+    def test_deleting_router_on_dead_agent_is_dropped_not_moved(self):
+        self.register("a")
+        (rid,) = self.place(1)
+        self.register("b")
+        self.db.begin_router_delete(rid)
+        self.age_heartbeat("a", DOWN + 1)
+        self.monitor.run_once()
+        self.assertRaises(db_api.exceptions.NotFound, self.db.get_router, rid)
+        self.assertEqual([], self.agents_api.added_to("b"))
+
+    def test_late_report_from_old_agent_is_ignored(self):
+        self.register("a", "b")
+        (rid,) = self.place(1)
+        old = self.hosts_of([rid])[rid]
+        new = "b" if old == "a" else "a"
+        self.age_heartbeat(old, DOWN + 1)
+        self.monitor.run_once()
+        outcome = self.db.apply_router_reports(old, {rid: ("ERROR", "late")})
+        self.assertEqual({rid: "ignored"}, outcome)
+        self.assertEqual(new, self.hosts_of([rid])[rid])
+
+    def test_stuck_pending_router_is_sent_again(self):
+        self.register("a")
+        (rid,) = self.place(1)
+        self.agents_api.added.clear()
+        self.age_routers(60)
+        self.monitor.run_once()
+        self.assertEqual([rid], self.agents_api.added_to("a"))
+        # Sent again once, not on every pass.
+        self.monitor.run_once()
+        self.assertEqual([rid], self.agents_api.added_to("a"))
+
+    def test_router_in_error_on_a_live_agent_is_retried(self):
+        self.register("a")
+        (rid,) = self.place(1)
+        self.db.apply_router_reports("a", {rid: ("ERROR", "transient")})
+        self.agents_api.added.clear()
+        self.age_routers(60)
+        self.monitor.run_once()
+        self.assertEqual([rid], self.agents_api.added_to("a"))
+
+    def test_router_created_without_agents_is_placed_later(self):
+        (rid,) = self.place(1)
+        self.assertEqual(models.ERROR, self.db.get_router(rid)["status"])
+        self.register("a")
+        self.age_routers(5)
+        self.monitor.run_once()
+        self.assertEqual("a", self.hosts_of([rid])[rid])
+        self.assertEqual(models.PENDING, self.db.get_router(rid)["status"])
+
+    def test_next_check_is_timed_to_the_first_expiry(self):
+        self.assertEqual(0.1, self.monitor.next_check_delay())  # no agents
+        self.register("a", "b")
+        self.monitor.check_interval = 100
+        self.monitor.agent_down_time = 30
+        self.age_heartbeat("a", 25)  # 5 s before its expiry
+        delay = self.monitor.next_check_delay()
+        self.assertGreater(delay, 2.0)  # generous: the machine may be loaded
+        self.assertLessEqual(delay, 5.01)
+        self.age_heartbeat("a", 40)
+        self.assertEqual(0.0, self.monitor.next_check_delay())
+
+    def test_agent_registering_again_wins_over_a_stale_move(self):
+        agents = self.register("a", "b")
+        ids = self.place(4)
+        self.age_heartbeat("a", DOWN + 1)
+        self.db.mark_dead_agents(DOWN)
+        bindings = self.db.bindings_on_dead_agents()
+        # The agent comes back between the monitor's read and its move.
+        self.db.register_agent("a", "a-")
+        moves = [db_api.Move(b["router_id"], b["agent_id"], b["generation"], agents["b"],
+                             b["agent_generation"]) for b in bindings]
+        won = self.db.move_bindings(moves, cause="agent_dead", detected_by="x",
+                                    last_heartbeat={}, detected_at={})
+        self.assertEqual([], won)
+        self.assertEqual(len(bindings), len(self.db.routers_bound_to("a")))
+        self.assertEqual(4, len(ids))
+
+    def test_monitors_split_agents_over_the_ring(self):
+        self.register(*[f"h{i}" for i in range(20)])
+        m2 = self.make_monitor("sched-2")
+        self.monitor.run_once()
+        m2.run_once()
+        self.monitor.run_once()
+        self.assertEqual(["sched-1", "sched-2"], self.monitor.ring_members)
+        agents = self.db.agent_health()
+        mine1 = {a["id"] for a in agents if self.monitor.owns(a["id"])}
+        mine2 = {a["id"] for a in agents if m2.owns(a["id"])}
+        self.assertEqual(set(), mine1 & mine2)
+        self.assertEqual({a["id"] for a in agents}, mine1 | mine2)
+        self.assertTrue(mine1 and mine2)
+
+    def test_replica_that_stops_passing_loses_its_share(self):
+        self.register(*[f"h{i}" for i in range(10)])
+        m2 = self.make_monitor("sched-2")
+        m2.run_once()
+        self.monitor.run_once()
+        with self.db.engine.begin() as conn:
+            conn.execute(sa.update(models.Service).where(models.Service.host == "sched-2")
+                         .values(heartbeat_at=db_api.utcnow() - datetime.timedelta(
+                             seconds=5)))
+        self.monitor.run_once()
+        self.assertEqual(["sched-1"], self.monitor.ring_members)
+        self.assertTrue(all(self.monitor.owns(a["id"]) for a in self.db.agent_health()))
+
+    def test_circuit_breaker_moves_nothing_and_records_why(self):
+        self.register("a", "b", "c", "d")
+        ids = self.place(8)
+        before = self.hosts_of(ids)
+        for h in ("a", "b", "c"):
+            self.age_heartbeat(h, DOWN + 1)
+        self.monitor.run_once()
+        self.assertTrue(self.monitor.breaker_open)
+        self.assertEqual(before, self.hosts_of(ids))
+        events = self.db.list_failover_events()
+        self.assertEqual(["circuit_breaker"], [e["cause"] for e in events])
+        self.assertIn("3 of 4 enabled agents", events[0]["detail"])
+        self.assertIn("sched-1", events[0]["detail"])
+        self.monitor.run_once()  # still open: no second event
+        self.assertEqual(1, len(self.db.list_failover_events()))
+        # Reports come back: it closes, and a real single death moves again.
+        for h in ("a", "b", "c"):
+            self.db.record_heartbeat(h)
+        self._silent.clear()
+        self.monitor.run_once()
+        self.assertFalse(self.monitor.breaker_open)
+        self.age_heartbeat("a", DOWN + 1)
+        self.monitor.run_once()
+        self.assertNotIn("a", set(self.hosts_of(ids).values()))
+
+    def test_fenced_agent_moves_even_with_breaker_open(self):
+        self.register("a", "b", "c")
+        ids = self.place(6)
+        for h in ("b", "c"):
+            self.age_heartbeat(h, DOWN + 1)
+        gen = next(a["lease_generation"] for a in self.db.agent_health() if a["host"] == "a")
+        self.db.fence_agent("a", gen)
+        self.monitor.run_once()
+        self.assertTrue(self.monitor.breaker_open)
+        # Nothing can take a's routers (b and c look dead): unbound, not lost.
+        self.assertEqual(set(), {h for h in self.hosts_of(ids).values()} & {"a"})
