@@ -62,9 +62,6 @@ _FAILED_RE = re.compile(r"^Command failed -:(\d+)$")
 
 _NS_PARALLEL = 8  # `ip -batch` runs in flight; each is short, most time is fork/exec
 _IP_TIMEOUT = 120.0
-_GARP_PARALLEL = 8  # arping waits ~1 s after sending; more in parallel starved
-# the agents' heartbeats on 2 cores when 1,000 routers moved at once (bench/faults.py)
-_GARP_DEADLINE = 3.0
 _CARRIER_WAIT = 2.0  # seconds a new gateway may take to report carrier
 
 _CLONE_NEWNET = 0x40000000
@@ -75,6 +72,7 @@ _SIOCGIFHWADDR = 0x8927
 _SIOCGIFINDEX = 0x8933
 _IFF_UP = 0x1
 _IFF_RUNNING = 0x40
+_ETH_P_ARP = 0x0806
 
 _T = TypeVar("_T")
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -331,9 +329,7 @@ class NetnsRouterDriver(base.RouterDriver):
             raise ValueError(f"invalid external bridge name {external_bridge!r}")
         super().__init__(namespace_prefix, external_bridge)
         self._ip = shutil.which("ip") or "ip"
-        self._arping = shutil.which("arping")
         self._lock = threading.Lock()  # one call at a time: plans rely on a snapshot
-        self._announcers: list[threading.Thread] = []
 
     # ------------------------------------------------------------ interface
 
@@ -370,14 +366,6 @@ class NetnsRouterDriver(base.RouterDriver):
         ns = self.namespace_name(router_id)
         state = _in_namespaces([ns], lambda _: _read_state(gateway_device_name(router_id)))[ns]
         return isinstance(state, _NsState) and state.gw_cidr is not None and state.gw_up
-
-    def wait_for_announcements(self, timeout: float = 10.0) -> bool:
-        """Wait for background gratuitous ARPs; True when none is left running."""
-        deadline = time.monotonic() + timeout
-        for thread in list(self._announcers):
-            thread.join(max(0.0, deadline - time.monotonic()))
-        self._announcers = [t for t in self._announcers if t.is_alive()]
-        return not self._announcers
 
     # ------------------------------------------------------------ ensure
 
@@ -665,22 +653,36 @@ class NetnsRouterDriver(base.RouterDriver):
     # ------------------------------------------------------------ gratuitous ARP
 
     def _announce(self, plans: Iterable[_Plan]) -> None:
-        """Send one gratuitous ARP per router from a background thread.
+        """Send one gratuitous ARP per router from inside its namespace.
 
-        arping waits about a second after sending, so nothing here blocks the
-        caller; processes still running after the deadline are killed.
+        A raw frame from this process costs microseconds; an ``arping`` per
+        router cost a fork and a one-second wait, and 1,000 of them at once
+        starved healthy agents' heartbeats on 2 cores (bench/faults.py). A
+        lost announcement only delays peers that cached another MAC: the MAC
+        is fixed per router, so most peers need none.
         """
-        targets = [(p.ns, p.gw_dev, p.spec.gateway_ip) for p in plans]
-        if not targets or self._arping is None:
-            return
-        jobs = {ns: ([self._arping, "-q", "-U", "-c", "1", "-I", dev, ip], "")
-                for ns, dev, ip in targets}
+        by_ns = {p.ns: p for p in plans}
+        inside = lambda ns: _send_garp(by_ns[ns].gw_dev, by_ns[ns].spec)  # noqa: E731
+        failed = {ns: exc for ns, exc in _in_namespaces(by_ns, inside).items()
+                  if isinstance(exc, OSError)}
+        for ns, exc in failed.items():
+            LOG.warning("gratuitous ARP for router %s failed: %s", by_ns[ns].spec.id, exc)
+        LOG.debug("sent gratuitous ARP for %d router(s)", len(by_ns) - len(failed))
 
-        def run() -> None:
-            _spawn_in_namespaces(jobs, _GARP_PARALLEL, _GARP_DEADLINE)
 
-        thread = threading.Thread(target=run, name="netns-garp", daemon=True)
-        self._announcers = [t for t in self._announcers if t.is_alive()] + [thread]
-        thread.start()
-        LOG.debug("sending gratuitous ARP for %d router(s) in the background", len(targets))
+def garp_frame(mac: str, ip: str) -> bytes:
+    """A broadcast ARP request for our own address, as ``arping -U`` sends it:
+    neighbours update their caches and the bridge learns the port."""
+    hw = bytes.fromhex(mac.replace(":", ""))
+    addr = socket.inet_aton(ip)
+    return (b"\xff" * 6 + hw + struct.pack("!H", _ETH_P_ARP)
+            + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)  # Ethernet, IPv4, request
+            + hw + addr + b"\xff" * 6 + addr)
 
+
+def _send_garp(dev: str, spec: base.RouterSpec) -> None:
+    """Runs inside the namespace (see _in_namespaces)."""
+    # Protocol 0: the socket only sends, so nothing queues up on it.
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:
+        sock.bind((dev, 0))
+        sock.send(garp_frame(spec.gateway_mac, spec.gateway_ip))
