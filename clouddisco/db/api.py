@@ -5,6 +5,7 @@ does not honour SELECT ... FOR UPDATE across writer nodes, and a certification
 conflict comes back as a deadlock (1213), which ``_retry`` retries.
 """
 
+import collections
 import contextlib
 import dataclasses
 import datetime
@@ -329,25 +330,33 @@ class Database:
         """
         now = utcnow()
         outcome: dict[str, str] = {}
+        ids = list(reports)
+        # A few set-based statements per batch, not a few per router: a
+        # failover brings hundreds of reports per agent at once.
         with self._session() as s:
             agent = s.scalars(sa.select(m.Agent).where(m.Agent.host == host)).first()
             if agent is None:
                 return {rid: "unknown host" for rid in reports}
-            bound = {b.router_id: b for b in s.scalars(
-                sa.select(m.RouterBinding).where(m.RouterBinding.agent_id == agent.id,
-                                                 m.RouterBinding.router_id.in_(list(reports))))}
+            routers = {r.id: r for r in s.scalars(sa.select(m.Router)
+                                                  .where(m.Router.id.in_(ids)))}
+            holders = collections.defaultdict(set)
+            for router_id, agent_id in s.execute(
+                    sa.select(m.RouterBinding.router_id, m.RouterBinding.agent_id)
+                    .where(m.RouterBinding.router_id.in_(ids))):
+                holders[router_id].add(agent_id)
+            activated = []
             for router_id, (status, reason) in reports.items():
-                router = s.get(m.Router, router_id)
+                router = routers.get(router_id)
+                bound_here = agent.id in holders[router_id]
                 if router is None:
                     outcome[router_id] = "gone"
                 elif status == "DELETED":
-                    if router.status == m.DELETING and (router_id in bound or not
-                                                        self._is_bound(s, router_id)):
+                    if router.status == m.DELETING and (bound_here or not holders[router_id]):
                         s.delete(router)
                         outcome[router_id] = "deleted"
                     else:
                         outcome[router_id] = "ignored"
-                elif router_id not in bound or router.status == m.DELETING:
+                elif not bound_here or router.status == m.DELETING:
                     outcome[router_id] = "ignored"
                 else:
                     router.status = status
@@ -356,17 +365,14 @@ class Database:
                     router.updated_at = now
                     outcome[router_id] = status.lower()
                     if status == m.ACTIVE:
-                        s.execute(sa.update(m.FailoverEvent)
-                                  .where(m.FailoverEvent.router_id == router_id,
-                                         m.FailoverEvent.new_agent_id == agent.id,
-                                         m.FailoverEvent.active_at.is_(None))
-                                  .values(active_at=now))
+                        activated.append(router_id)
+            if activated:
+                s.execute(sa.update(m.FailoverEvent)
+                          .where(m.FailoverEvent.router_id.in_(activated),
+                                 m.FailoverEvent.new_agent_id == agent.id,
+                                 m.FailoverEvent.active_at.is_(None))
+                          .values(active_at=now))
         return outcome
-
-    @staticmethod
-    def _is_bound(s: orm.Session, router_id: str) -> bool:
-        return s.scalar(sa.select(sa.func.count()).select_from(m.RouterBinding)
-                        .where(m.RouterBinding.router_id == router_id)) > 0
 
     # ---------------------------------------------------------- health monitor
 
