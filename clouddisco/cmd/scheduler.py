@@ -12,9 +12,8 @@ def main() -> None:
     conf = launch.prepare(PROG, groups=["DEFAULT", "scheduler", "health"])
     db = db_api.Database.from_conf(conf)
     launch.require(PROG, "the database ([database] connection)", db.ping)
+    # Workers open their own connections after the fork.
+    db.engine.dispose()
     launch.require(PROG, "the message broker ([DEFAULT] transport_url)",
                    lambda: rpc.check_broker(conf))
-    scheduler = service.SchedulerService(conf, db, rpc.get_transport(conf))
-    scheduler.start()
-    launch.wait_for_signal()
-    scheduler.stop()
+    service.serve(conf)

@@ -66,6 +66,16 @@ SCHEDULER_OPTS = [
         "agents (a hash ring over the live replicas). Keep it about two "
         "[health] check_interval.",
     ),
+    cfg.IntOpt(
+        "report_workers",
+        default=1,
+        min=1,
+        max=16,
+        help="Processes that do nothing but receive state reports and lease "
+        "renewals. They are separate from the process that places and moves "
+        "routers, so that a burst of that work (1,000 routers moving at once) "
+        "cannot delay the heartbeats of healthy agents into a false death.",
+    ),
 ]
 
 AGENT_OPTS = [

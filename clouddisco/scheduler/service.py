@@ -1,5 +1,20 @@
-"""A scheduler replica: two RPC servers, the health monitor and its own heartbeat."""
+"""A scheduler replica: worker processes under one cotyledon master.
 
+* ``ReportWorker`` (``[scheduler] report_workers`` processes) receives state
+  reports and lease renewals, and nothing else.
+* ``SchedulerWorker`` (one process) serves placement, status and fence RPCs
+  and runs the health monitor.
+
+Why processes: a thread pool busy with placement or a 1,000-router move holds
+the GIL in turns with every other thread, so a heartbeat handler in the same
+process waited seconds for its turn and healthy agents were fenced (measured
+with bench/faults.py). Neutron splits its state-report workers for the same
+reason. Each worker builds its own database engine and transport after the
+fork; the master only supervises, restarts workers that die, and takes them
+down with it (cotyledon).
+"""
+
+import cotyledon
 from oslo_config import cfg
 from oslo_log import log as logging
 
@@ -11,43 +26,70 @@ from clouddisco.scheduler import monitor
 
 LOG = logging.getLogger(__name__)
 
+GRACEFUL_SHUTDOWN_TIMEOUT = 15  # seconds for workers to stop on SIGTERM
 
-class SchedulerService:
-    def __init__(self, conf: cfg.ConfigOpts, db: db_api.Database, transport) -> None:
+
+class SchedulerWorker(cotyledon.Service):
+    name = "clouddisco-scheduler: placement and health monitor"
+
+    def __init__(self, worker_id: int, conf: cfg.ConfigOpts) -> None:
+        super().__init__(worker_id)
         self.conf = conf
-        self.db = db
         self.host = conf.host
-        self.dispatcher = dispatch.RouterDispatcher(db, rpc.AgentAPI(transport),
+        self.db = db_api.Database.from_conf(conf)
+        transport = rpc.get_transport(conf)
+        self.dispatcher = dispatch.RouterDispatcher(self.db, rpc.AgentAPI(transport),
                                                     conf.health.agent_down_time)
         self.monitor = monitor.HealthMonitor(
-            db, self.dispatcher, host=self.host,
+            self.db, self.dispatcher, host=self.host,
             agent_down_time=conf.health.agent_down_time,
             check_interval=conf.health.check_interval,
             pending_retry_time=conf.health.pending_retry_time,
             replica_down_time=conf.scheduler.replica_down_time,
             max_dead_fraction=conf.health.max_dead_fraction)
-        lease_time = conf.health.lease_time
-        self.rpc_server = rpc.get_server(
+        self.server = rpc.get_server(
             transport, rpc.SCHEDULER_TOPIC,
-            [endpoints.SchedulerEndpoint(db, self.dispatcher, self.monitor, lease_time)],
-            server=self.host)
-        self.report_server = rpc.get_server(
-            transport, rpc.REPORTS_TOPIC, [endpoints.ReportEndpoint(db, lease_time)],
+            [endpoints.SchedulerEndpoint(self.db, self.dispatcher, self.monitor,
+                                         conf.health.lease_time)],
             server=self.host)
 
-    def start(self) -> None:
-        self.report_server.start()
-        self.rpc_server.start()
+    def run(self) -> None:
+        self.server.start()
         self.monitor.start()
         h = self.conf.health
         LOG.info("scheduler %s started: agent_down_time %.1fs, lease_time %.1fs, "
                  "check_interval %.2fs", self.host, h.agent_down_time, h.lease_time,
                  h.check_interval)
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
         self.monitor.stop()
-        for server in (self.rpc_server, self.report_server):
-            server.stop()
-        for server in (self.rpc_server, self.report_server):
-            server.wait()
+        self.server.stop()
+        self.server.wait()
         LOG.info("scheduler %s stopped", self.host)
+
+
+class ReportWorker(cotyledon.Service):
+    name = "clouddisco-scheduler: state reports"
+
+    def __init__(self, worker_id: int, conf: cfg.ConfigOpts) -> None:
+        super().__init__(worker_id)
+        self.db = db_api.Database.from_conf(conf)
+        self.server = rpc.get_server(
+            rpc.get_transport(conf), rpc.REPORTS_TOPIC,
+            [endpoints.ReportEndpoint(self.db, conf.health.lease_time)], server=conf.host)
+
+    def run(self) -> None:
+        self.server.start()
+        LOG.info("state report worker %d started", self.worker_id)
+
+    def terminate(self) -> None:
+        self.server.stop()
+        self.server.wait()
+
+
+def serve(conf: cfg.ConfigOpts) -> None:
+    """Run the workers until SIGTERM or SIGINT; returns when they have stopped."""
+    manager = cotyledon.ServiceManager(graceful_shutdown_timeout=GRACEFUL_SHUTDOWN_TIMEOUT)
+    manager.add(ReportWorker, workers=conf.scheduler.report_workers, args=(conf,))
+    manager.add(SchedulerWorker, workers=1, args=(conf,))
+    manager.run()
