@@ -118,7 +118,9 @@ def scale_trial(n_routers: int, restart_grace: float) -> dict:
         # Keep the process logs of this (expensive) run for the breakdown.
         logs = os.path.join(RESULTS, "faults-scale-logs")
         os.makedirs(logs, exist_ok=True)
-        for name, data in cloud.logs().items():
+        with open(os.path.join(logs, "events.json"), "w") as f:
+            json.dump(events, f, indent=1)
+        for name, data in cloud.logs(tail=None).items():
             with open(os.path.join(logs, name), "wb") as f:
                 f.write(data)
         ips = [r["external_gateway_ip"] for r in routers]

@@ -262,13 +262,14 @@ heartbeat_timeout_threshold = 6
         for ns in netlab.namespaces_with_prefix(self.token + "-"):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
-    def logs(self) -> dict[str, bytes]:
-        """The tail of every process log, by file name."""
+    def logs(self, tail: int | None = 200_000) -> dict[str, bytes]:
+        """The last ``tail`` bytes (None: all) of every process log, by file name."""
         out = {}
         for name in sorted(os.listdir(self.tmp)):
             if name.endswith(".log"):
                 with open(os.path.join(self.tmp, name), "rb") as f:
-                    out[name] = f.read()[-200_000:]
+                    data = f.read()
+                out[name] = data if tail is None else data[-tail:]
         return out
 
     # ------------------------------------------------------------------ API
