@@ -5,6 +5,7 @@ non-zero exit, never a traceback: that line is what an operator sees in
 ``systemctl status``.
 """
 
+import faulthandler
 import signal
 import sys
 import threading
@@ -40,6 +41,9 @@ def prepare(prog: str, argv: Sequence[str] | None = None,
     except cd_conf.ConfigError as exc:
         fail(prog, f"invalid configuration: {exc}")
     logging.setup(conf, prog)
+    # systemd's watchdog kills a hung service with SIGABRT: the stack of every
+    # thread then lands in the journal and shows where it hung.
+    faulthandler.enable()
     return conf
 
 

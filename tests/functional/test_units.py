@@ -111,3 +111,27 @@ class ShippedUnitsTest(cloud_mod.CloudTestCase):
         time.sleep(0.3)
         self.sampler.assert_no_double_active()
         self.sampler.assert_each_has_one_copy([self.router["external_gateway_ip"]])
+
+    def test_hung_agent_is_fenced_then_killed_by_the_watchdog(self):
+        """SIGSTOP: the lease runs out and the node fences itself long before the
+        watchdog (WatchdogSec=5) fires; then systemd kills and restarts the
+        agent, and the new process brings nothing back."""
+        old = self.host.main_pid(AGENT_UNIT)
+        os.kill(old, signal.SIGSTOP)
+        moved = self.cloud.wait_router(self.router["id"], agent_host=self.cloud.host("b"),
+                                       timeout=30)
+        self.assertEqual("ACTIVE", moved["status"])
+        # WatchdogSec, then TimeoutAbortSec for a process that cannot take SIGABRT.
+        new = self.host.wait_main_pid_change(AGENT_UNIT, old, timeout=30)
+        self.assertFalse(netlab.pid_alive(old))
+        self.assertIn("Watchdog timeout", self.host.journal(AGENT_UNIT))
+        netlab.wait_for(lambda: self.cloud.host("a") in self.cloud.alive_hosts(), 30,
+                        what="the restarted agent to report")
+        time.sleep(1)  # one resync and report cycle of the new process
+        self.assertNotEqual(old, new)
+        self.assertEqual([], self.cloud.router_namespaces("a"))
+        self.assertEqual(self.cloud.host("b"), self.cloud.router(self.router["id"])["agent_host"])
+        [event] = self.cloud.events(self.router["id"])
+        self.assertIsNotNone(event["fenced_at"])
+        self.sampler.assert_no_double_active()
+        self.sampler.assert_each_has_one_copy([self.router["external_gateway_ip"]])
