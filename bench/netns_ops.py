@@ -40,6 +40,7 @@ def timed(fn, *args):
 
 def cleanup(driver: netns.NetnsRouterDriver) -> None:
     """Remove whatever is left under the prefix, then the bridge."""
+    driver.wait_for_announcements(60)
     prefix = driver.namespace_prefix
     left = [n for n in os.listdir(netns.NETNS_DIR) if n.startswith(prefix)] \
         if os.path.isdir(netns.NETNS_DIR) else []

@@ -28,6 +28,7 @@ Measured on 2 shared cores: 1,000 routers ensure 2.9-3.3 s, re-ensure (adopt)
 """
 
 import collections
+import concurrent.futures
 import contextlib
 import ctypes
 import dataclasses
@@ -73,6 +74,7 @@ _SIOCGIFINDEX = 0x8933
 _IFF_UP = 0x1
 _IFF_RUNNING = 0x40
 _ETH_P_ARP = 0x0806
+_CLOSE_PARALLEL = 64  # packet sockets closing at once (see _announce)
 
 _T = TypeVar("_T")
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -329,6 +331,7 @@ class NetnsRouterDriver(base.RouterDriver):
             raise ValueError(f"invalid external bridge name {external_bridge!r}")
         super().__init__(namespace_prefix, external_bridge)
         self._ip = shutil.which("ip") or "ip"
+        self._announcers: list[threading.Thread] = []
         self._lock = threading.Lock()  # one call at a time: plans rely on a snapshot
 
     # ------------------------------------------------------------ interface
@@ -336,22 +339,24 @@ class NetnsRouterDriver(base.RouterDriver):
     def ensure(self, routers: Sequence[base.RouterSpec]) -> base.Results:
         with self._lock:
             plans = self._ensure(routers)
-            self._announce(p for p in plans if p.announce and p.error is None)
+            self._announce_later(p for p in plans if p.announce and p.error is None)
         return {p.spec.id: p.error for p in plans}
 
     def promote(self, routers: Sequence[base.RouterSpec]) -> base.Results:
         with self._lock:
             plans = self._ensure(routers)
             # Announce even unchanged routers: peers may still point at the old owner.
-            self._announce(p for p in plans if p.error is None)
+            self._announce_later(p for p in plans if p.error is None)
         return {p.spec.id: p.error for p in plans}
 
     def remove(self, router_ids: Sequence[str]) -> base.Results:
         with self._lock:
+            self.wait_for_announcements()
             return self._remove(router_ids)
 
     def demote(self, router_ids: Sequence[str]) -> base.Results:
         with self._lock:
+            self.wait_for_announcements()
             return self._demote(router_ids)
 
     def list_routers(self) -> set[str]:
@@ -366,6 +371,14 @@ class NetnsRouterDriver(base.RouterDriver):
         ns = self.namespace_name(router_id)
         state = _in_namespaces([ns], lambda _: _read_state(gateway_device_name(router_id)))[ns]
         return isinstance(state, _NsState) and state.gw_cidr is not None and state.gw_up
+
+    def wait_for_announcements(self, timeout: float | None = None) -> bool:
+        """Wait for gratuitous ARPs still being sent; True when none is left."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in list(self._announcers):
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        self._announcers = [t for t in self._announcers if t.is_alive()]
+        return not self._announcers
 
     # ------------------------------------------------------------ ensure
 
@@ -652,22 +665,46 @@ class NetnsRouterDriver(base.RouterDriver):
 
     # ------------------------------------------------------------ gratuitous ARP
 
-    def _announce(self, plans: Iterable[_Plan]) -> None:
-        """Send one gratuitous ARP per router from inside its namespace.
+    def _announce_later(self, plans: Iterable[_Plan]) -> None:
+        """Send one gratuitous ARP per router, from a background thread.
 
-        A raw frame from this process costs microseconds; an ``arping`` per
-        router cost a fork and a one-second wait, and 1,000 of them at once
-        starved healthy agents' heartbeats on 2 cores (bench/faults.py). A
-        lost announcement only delays peers that cached another MAC: the MAC
-        is fixed per router, so most peers need none.
+        A broadcast floods every port of the bridge: with 1,000 routers on
+        it that costs ~1 ms per frame, and the router serves without it (its
+        MAC is fixed, and its first reply teaches the bridge the port). So
+        ensure does not wait; remove and demote do, since an open socket
+        would keep a removed namespace, and its gateway, alive.
+        """
+        plans = list(plans)
+        if not plans:
+            return
+        thread = threading.Thread(target=self._announce, args=(plans,), name="netns-garp",
+                                  daemon=True)
+        self._announcers = [t for t in self._announcers if t.is_alive()] + [thread]
+        thread.start()
+
+    def _announce(self, plans: Sequence[_Plan]) -> None:
+        """From inside each namespace, after _verify: the gateway has carrier
+        and the bridge port forwards (the kernel's arp_notify fires at
+        link-up, before the bridge has seen the carrier, and got lost). An
+        ``arping`` per router cost a fork and a one-second wait: 1,000 of
+        them starved healthy agents' heartbeats on 2 cores. A raw socket
+        costs an RCU grace period (~12 ms) when it closes, so the sockets
+        are closed together, where the grace periods overlap.
         """
         by_ns = {p.ns: p for p in plans}
-        inside = lambda ns: _send_garp(by_ns[ns].gw_dev, by_ns[ns].spec)  # noqa: E731
-        failed = {ns: exc for ns, exc in _in_namespaces(by_ns, inside).items()
+        sockets: list[socket.socket] = []
+
+        def send(ns: str) -> None:
+            sockets.append(_send_garp(by_ns[ns].gw_dev, by_ns[ns].spec))
+
+        failed = {ns: exc for ns, exc in _in_namespaces(by_ns, send).items()
                   if isinstance(exc, OSError)}
         for ns, exc in failed.items():
             LOG.warning("gratuitous ARP for router %s failed: %s", by_ns[ns].spec.id, exc)
-        LOG.debug("sent gratuitous ARP for %d router(s)", len(by_ns) - len(failed))
+        if sockets:
+            with concurrent.futures.ThreadPoolExecutor(_CLOSE_PARALLEL) as pool:
+                list(pool.map(socket.socket.close, sockets))
+        LOG.debug("sent gratuitous ARP for %d router(s)", len(sockets))
 
 
 def garp_frame(mac: str, ip: str) -> bytes:
@@ -680,9 +717,14 @@ def garp_frame(mac: str, ip: str) -> bytes:
             + hw + addr + b"\xff" * 6 + addr)
 
 
-def _send_garp(dev: str, spec: base.RouterSpec) -> None:
-    """Runs inside the namespace (see _in_namespaces)."""
+def _send_garp(dev: str, spec: base.RouterSpec) -> socket.socket:
+    """Runs inside the namespace (see _in_namespaces); the caller closes the socket."""
     # Protocol 0: the socket only sends, so nothing queues up on it.
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
         sock.bind((dev, 0))
         sock.send(garp_frame(spec.gateway_mac, spec.gateway_ip))
+    except OSError:
+        sock.close()
+        raise
+    return sock

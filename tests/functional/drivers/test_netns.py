@@ -85,6 +85,7 @@ class NetnsDriverTestCase(testtools.TestCase):
         return driver
 
     def _delete_prefix(self, driver: netns.NetnsRouterDriver) -> None:
+        driver.wait_for_announcements(10)
         prefix = driver.namespace_prefix
         for name in namespaces():
             if not name.startswith(prefix):
