@@ -35,6 +35,7 @@ import dataclasses
 import errno
 import fcntl
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -67,6 +68,10 @@ _CARRIER_WAIT = 2.0  # seconds a new gateway may take to report carrier
 
 _CLONE_NEWNET = 0x40000000
 _SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_SIOCSIFADDR = 0x8916
+_SIOCSIFBRDADDR = 0x891A
+_SIOCSIFNETMASK = 0x891C
 _SIOCGIFADDR = 0x8915
 _SIOCGIFNETMASK = 0x891B
 _SIOCGIFHWADDR = 0x8927
@@ -196,6 +201,29 @@ def _disable_ipv6(dev: str) -> None:
     took ~3x longer."""
     with contextlib.suppress(FileNotFoundError):  # kernel without IPv6
         _write_sysctl(f"ipv6/conf/{dev}/disable_ipv6", "1")
+
+
+def _ifreq_ipv4(dev: str, address: str) -> bytes:
+    return struct.pack("16sH2s4s16x", dev.encode(), socket.AF_INET, b"", socket.inet_aton(address))
+
+
+def _set_up(sock: socket.socket, dev: str) -> None:
+    flags = struct.unpack_from("H", _ifreq(sock, _SIOCGIFFLAGS, dev), 16)[0]
+    fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH22x", dev.encode(), flags | _IFF_UP))
+
+
+def _configure_gateway(dev: str, spec: base.RouterSpec) -> None:
+    """Runs inside the namespace: what ``ip -batch`` would do with ``link set
+    lo up``, ``addr replace CIDR brd + dev GW`` and ``link set GW up``, for a
+    gateway device that has no address yet."""
+    net = ipaddress.IPv4Network(f"{spec.gateway_ip}/{spec.gateway_prefixlen}", strict=False)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        _set_up(sock, "lo")
+        fcntl.ioctl(sock, _SIOCSIFADDR, _ifreq_ipv4(dev, spec.gateway_ip))
+        fcntl.ioctl(sock, _SIOCSIFNETMASK, _ifreq_ipv4(dev, str(net.netmask)))
+        if net.prefixlen < 31:  # /31 and /32 have no broadcast address
+            fcntl.ioctl(sock, _SIOCSIFBRDADDR, _ifreq_ipv4(dev, str(net.broadcast_address)))
+        _set_up(sock, dev)
 
 
 def _existing_namespaces() -> set[str]:
@@ -413,7 +441,7 @@ class NetnsRouterDriver(base.RouterDriver):
         # before the links go up.
         self._root_batch([(cmd, p) for p in todo for cmd in p.root_create])
         todo = [p for p in todo if p.error is None]
-        self._apply_sysctls(todo)
+        self._configure_inside(todo)
         todo = [p for p in todo if p.error is None]
         self._root_batch([(cmd, p) for p in todo for cmd in p.root_attach])
         todo = [p for p in todo if p.error is None]
@@ -489,8 +517,11 @@ class NetnsRouterDriver(base.RouterDriver):
         if plan.root_attach or plan.ns_cmds or plan.set_forwarding:
             plan.action = "repair"
 
-    def _apply_sysctls(self, plans: Sequence[_Plan]) -> None:
-        """Forwarding on, and IPv6 off on freshly made veth ends, without forking."""
+    def _configure_inside(self, plans: Sequence[_Plan]) -> None:
+        """One pass through the namespaces, without forking: forwarding on,
+        IPv6 off on fresh veth ends (before any link goes up), and a fresh
+        gateway's address and links set with ioctls. Forking an ``ip`` per
+        namespace for that cost ~1 s per 1,000 routers on 2 cores."""
         by_ns = {p.ns: p for p in plans if p.set_forwarding or p.new_veth}
 
         def inside(ns: str) -> None:
@@ -499,10 +530,12 @@ class NetnsRouterDriver(base.RouterDriver):
                 _write_sysctl("ipv4/ip_forward", "1")
             if plan.new_veth:
                 _disable_ipv6(plan.gw_dev)
+                _configure_gateway(plan.gw_dev, plan.spec)
+                plan.ns_cmds = []  # done here instead
 
         for ns, result in _in_namespaces(by_ns, inside).items():
             if isinstance(result, OSError):
-                by_ns[ns].error = f"cannot set sysctls in {ns}: {result}"
+                by_ns[ns].error = f"cannot configure {ns}: {result}"
         for plan in plans:
             if plan.new_veth and plan.error is None:
                 try:  # this thread is in the namespace ip runs in: the root one

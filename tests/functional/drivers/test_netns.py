@@ -5,6 +5,7 @@ Every test owns a bridge ``cdt<8 hex>`` and namespace prefixes starting with
 in cleanups, even when the test fails.
 """
 
+import ipaddress
 import json
 import os
 import secrets
@@ -143,6 +144,10 @@ class NetnsDriverTestCase(testtools.TestCase):
         self.assertIn(ns, namespaces())
         [dev] = ip_json("-n", ns, "addr", "show", "dev", netns.gateway_device_name(spec.id))
         self.assertEqual([f"{spec.gateway_ip}/{spec.gateway_prefixlen}"], self.ipv4(dev))
+        net = ipaddress.IPv4Network(f"{spec.gateway_ip}/{spec.gateway_prefixlen}", strict=False)
+        [inet] = [a for a in dev["addr_info"] if a["family"] == "inet"]
+        self.assertEqual(str(net.broadcast_address), inet.get("broadcast"))
+        self.assertEqual("global", inet["scope"])
         self.assertEqual(spec.gateway_mac, dev["address"])
         self.assertEqual("UP", dev["operstate"])
         [lo] = ip_json("-n", ns, "link", "show", "dev", "lo")
