@@ -139,6 +139,7 @@ def main(argv=None) -> int:
     parser.add_argument("--restart-grace", type=float, default=2.0)
     parser.add_argument("--scale-routers", type=int, default=0,
                         help="also run the scale scenario with this many routers")
+    parser.add_argument("--scale-trials", type=int, default=1)
     parser.add_argument("--output", default=os.path.join(RESULTS, "faults"))
     args = parser.parse_args(argv)
     if not netlab.have_root():
@@ -154,15 +155,22 @@ def main(argv=None) -> int:
                 extra = f", fence→first reply {r['first_reply'] - r['fenced_at']:.3f}s"
             print(f"{kind} {n + 1}: gap {r['gap_s']:.3f}s, moved {r['moved']}{extra}",
                   flush=True)
-    if args.scale_routers:
+    for n in range(args.scale_trials if args.scale_routers else 0):
         r = scale_trial(args.scale_routers, args.restart_grace)
-        results["scale"] = [r]
-        print(f"scale: {r['routers']} routers, fence → all ACTIVE "
-              f"{r['fence_to_all_active_s']:.2f}s, loads {r['loads']}, gateways answering "
-              f"{r['sampled_gateways_answering']}", flush=True)
+        results.setdefault("scale", []).append(r)
+        print(f"scale {n + 1}: {r['routers']} routers, fence → all ACTIVE "
+              f"{r['fence_to_all_active_s']:.2f}s (fence → last rebind "
+              f"{r['fence_to_last_rebound_s'] or float('nan'):.3f}s), loads {r['loads']}, "
+              f"gateways answering {r['sampled_gateways_answering']}", flush=True)
     summary = {}
     for kind, rs in results.items():
         if kind == "scale":
+            totals = [r["fence_to_all_active_s"] for r in rs]
+            summary[kind] = {"trials": len(rs), "routers": args.scale_routers,
+                             "fence_to_all_active_p50_s": round(percentile(totals, 50), 3),
+                             "fence_to_all_active_max_s": round(max(totals), 3),
+                             "false_deaths": sum(r["events"] - r["routers"] for r in rs)}
+            print(f"{kind}: {json.dumps(summary[kind])}")
             continue
         gaps = [r["gap_s"] for r in rs]
         s = {"trials": len(rs), "gap_p50_s": round(percentile(gaps, 50), 3),
