@@ -378,12 +378,14 @@ class NetnsRouterDriver(base.RouterDriver):
         return {p.spec.id: p.error for p in plans}
 
     def remove(self, router_ids: Sequence[str]) -> base.Results:
+        # No need to wait for announcements: remove silences each gateway
+        # (host end down) before anything else.
         with self._lock:
-            self.wait_for_announcements()
             return self._remove(router_ids)
 
     def demote(self, router_ids: Sequence[str]) -> base.Results:
         with self._lock:
+            # A late announcement would claim an address just given up.
             self.wait_for_announcements()
             return self._demote(router_ids)
 
@@ -704,8 +706,7 @@ class NetnsRouterDriver(base.RouterDriver):
         A broadcast floods every port of the bridge: with 1,000 routers on
         it that costs ~1 ms per frame, and the router serves without it (its
         MAC is fixed, and its first reply teaches the bridge the port). So
-        ensure does not wait; remove and demote do, since an open socket
-        would keep a removed namespace, and its gateway, alive.
+        ensure does not wait for them; demote does.
         """
         plans = list(plans)
         if not plans:
@@ -724,20 +725,25 @@ class NetnsRouterDriver(base.RouterDriver):
         costs an RCU grace period (~12 ms) when it closes, so the sockets
         are closed together, where the grace periods overlap.
         """
-        by_ns = {p.ns: p for p in plans}
-        sockets: list[socket.socket] = []
-
-        def send(ns: str) -> None:
-            sockets.append(_send_garp(by_ns[ns].gw_dev, by_ns[ns].spec))
-
-        failed = {ns: exc for ns, exc in _in_namespaces(by_ns, send).items()
-                  if isinstance(exc, OSError)}
-        for ns, exc in failed.items():
-            LOG.warning("gratuitous ARP for router %s failed: %s", by_ns[ns].spec.id, exc)
-        if sockets:
-            with concurrent.futures.ThreadPoolExecutor(_CLOSE_PARALLEL) as pool:
+        sent = 0
+        with concurrent.futures.ThreadPoolExecutor(_CLOSE_PARALLEL) as pool:
+            for start in range(0, len(plans), _CLOSE_PARALLEL):
+                chunk = {p.ns: p for p in plans[start:start + _CLOSE_PARALLEL]}
+                sockets = []
+                for ns, result in _in_namespaces(
+                        chunk, lambda ns, c=chunk: _send_garp(c[ns].gw_dev, c[ns].spec)).items():
+                    if isinstance(result, socket.socket):
+                        sockets.append(result)
+                    elif isinstance(result, FileNotFoundError):
+                        LOG.debug("no gratuitous ARP for %s: removed meanwhile", ns)
+                    else:
+                        LOG.warning("gratuitous ARP for router %s failed: %s",
+                                    chunk[ns].spec.id, result)
+                # A chunk at a time, so no socket (which keeps its namespace
+                # alive) stays open for long.
                 list(pool.map(socket.socket.close, sockets))
-        LOG.debug("sent gratuitous ARP for %d router(s)", len(sockets))
+                sent += len(sockets)
+        LOG.debug("sent gratuitous ARP for %d router(s)", sent)
 
 
 def garp_frame(mac: str, ip: str) -> bytes:

@@ -70,6 +70,15 @@ class Process:
             os.kill(self.popen.pid, signal.SIGKILL)
             self.popen.wait(timeout=10)
 
+    def kill_group(self) -> None:
+        """kill -9 of the process and everything in its session (the
+        scheduler's worker processes), and reap it."""
+        if self.popen is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
     def stop(self, timeout: float = 15.0) -> int | None:
         if not self.alive():
             return self.popen.returncode if self.popen else None
@@ -256,7 +265,7 @@ heartbeat_timeout_threshold = 6
     def _stop_all(self) -> None:
         for proc in self.processes.values():
             with contextlib.suppress(Exception):
-                proc.kill()
+                proc.kill_group()
 
     def _remove_router_namespaces(self) -> None:
         for ns in netlab.namespaces_with_prefix(self.token + "-"):
