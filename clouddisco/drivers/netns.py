@@ -6,16 +6,15 @@ peer ``cd<12 hex>`` sits on the external bridge in the root namespace.
 
 Why it looks the way it does:
 
-* Mutations go through ``ip -batch -``: one process for all root-namespace
-  work of a phase plus one per namespace that needs changes. Forking ``ip``
-  per command is several times slower. The per-namespace ``ip`` is forked
-  from a thread already inside the namespace: same effect as ``ip -n NS``
-  without its mount-namespace set-up, whose cost grows with the number of
-  namespaces.
-* Reading state and writing sysctls need no process at all: a private
-  thread ``setns()``-es into each namespace and uses ioctls and
-  ``/proc/sys`` there. That keeps an agent restart that adopts 1,000
-  namespaces cheap, and lets ``ensure`` leave correct routers untouched.
+* Root-namespace mutations go through ``ip -batch -`` (iproute.py): one
+  process for all the work of a phase. Forking ``ip`` per command is
+  several times slower.
+* Inside the namespaces no process is needed (netns_inside.py): a private
+  thread ``setns()``-es into each in turn and reads state, writes sysctls
+  and configures fresh gateways with ioctls. That keeps an agent restart
+  that adopts 1,000 namespaces cheap, and lets ``ensure`` leave correct
+  routers untouched. Repairs of odd states fall back to one ``ip -batch``
+  per namespace, forked from a thread already inside it.
 * The host veth name hashes prefix and router id: agents with different
   prefixes share test machines, and a router may be re-created by another
   agent while the old host veth is still being torn down by the kernel.
@@ -23,66 +22,38 @@ Why it looks the way it does:
   the kernel then tears all veths down in one go. Deleting each veth
   explicitly costs an RCU grace period (~18 ms) apiece.
 
-Measured on 2 shared cores: 1,000 routers ensure 2.9-3.3 s, re-ensure (adopt)
-~0.3 s, remove 0.4-0.5 s; 200 routers 0.5 s / 0.03 s / 0.06 s (bench/netns_ops.py).
+Measured on 2 shared cores: 1,000 routers ensure 2.5-2.8 s, re-ensure (adopt)
+~0.2 s, remove 0.5 s; 200 routers 0.4-0.55 s / 0.03 s / 0.06 s (bench/netns_ops.py).
 """
 
-import collections
 import concurrent.futures
-import contextlib
-import ctypes
 import dataclasses
-import errno
-import fcntl
 import hashlib
-import ipaddress
 import json
-import os
 import re
 import shutil
 import socket
-import struct
-import subprocess
 import threading
 import time
-from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
-from typing import TypeVar
 
 from oslo_log import log as logging
 
 from clouddisco.drivers import base
+from clouddisco.drivers import iproute
+from clouddisco.drivers import netns_inside
 
 LOG = logging.getLogger(__name__)
 
-NETNS_DIR = "/run/netns"
+NETNS_DIR = netns_inside.NETNS_DIR
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
                       re.IGNORECASE)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]*$")
-_FAILED_RE = re.compile(r"^Command failed -:(\d+)$")
 
 _NS_PARALLEL = 8  # `ip -batch` runs in flight; each is short, most time is fork/exec
-_IP_TIMEOUT = 120.0
 _CARRIER_WAIT = 2.0  # seconds a new gateway may take to report carrier
-
-_CLONE_NEWNET = 0x40000000
-_SIOCGIFFLAGS = 0x8913
-_SIOCSIFFLAGS = 0x8914
-_SIOCSIFADDR = 0x8916
-_SIOCSIFBRDADDR = 0x891A
-_SIOCSIFNETMASK = 0x891C
-_SIOCGIFADDR = 0x8915
-_SIOCGIFNETMASK = 0x891B
-_SIOCGIFHWADDR = 0x8927
-_SIOCGIFINDEX = 0x8933
-_IFF_UP = 0x1
-_IFF_RUNNING = 0x40
-_ETH_P_ARP = 0x0806
 _CLOSE_PARALLEL = 64  # packet sockets closing at once (see _announce)
-
-_T = TypeVar("_T")
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def host_veth_name(prefix: str, router_id: str) -> str:
@@ -92,234 +63,6 @@ def host_veth_name(prefix: str, router_id: str) -> str:
 
 def gateway_device_name(router_id: str) -> str:
     return "qg-" + router_id.replace("-", "")[:11]
-
-
-# ---------------------------------------------------------------- namespaces
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-def _enter(name: str) -> None:
-    fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _setns(fd)
-    finally:
-        os.close(fd)
-
-
-def _in_namespaces(names: Iterable[str], fn: Callable[[str], _T]
-                   ) -> dict[str, _T | OSError]:
-    """Run ``fn(name)`` inside each namespace; OSErrors are returned, not raised.
-
-    setns() moves only the calling thread, so a private thread does the work
-    and goes back home before it ends; no other thread ever changes namespace.
-    """
-    out: dict[str, _T | OSError] = {}
-    names = list(names)
-    if not names:
-        return out
-
-    def work() -> None:
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            for name in names:
-                try:
-                    _enter(name)
-                    out[name] = fn(name)
-                except OSError as exc:
-                    out[name] = exc
-        finally:
-            _setns(home)
-            os.close(home)
-
-    thread = threading.Thread(target=work, name="netns-inspect")
-    thread.start()
-    thread.join()
-    return out
-
-
-@dataclasses.dataclass(frozen=True)
-class _NsState:
-    """What a namespace looks like from inside (read with ioctls)."""
-
-    lo_up: bool
-    forwarding: bool
-    gw_ifindex: int | None = None  # None: no gateway device
-    gw_flags: int = 0
-    gw_mac: str | None = None
-    gw_cidr: str | None = None  # primary IPv4 address, "a.b.c.d/len"
-
-    @property
-    def gw_up(self) -> bool:
-        # RUNNING means carrier, i.e. the host end is up too.
-        return self.gw_flags & (_IFF_UP | _IFF_RUNNING) == _IFF_UP | _IFF_RUNNING
-
-
-def _ifreq(sock: socket.socket, request: int, dev: str) -> bytes:
-    return fcntl.ioctl(sock, request, struct.pack("16s24x", dev.encode()))
-
-
-def _read_state(dev: str) -> _NsState:
-    """Runs inside the namespace (see _in_namespaces)."""
-    with open("/proc/sys/net/ipv4/ip_forward") as f:
-        forwarding = f.read().strip() == "1"
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        lo_flags = struct.unpack_from("H", _ifreq(sock, _SIOCGIFFLAGS, "lo"), 16)[0]
-        lo_up = bool(lo_flags & _IFF_UP)
-        try:
-            ifindex = struct.unpack_from("i", _ifreq(sock, _SIOCGIFINDEX, dev), 16)[0]
-        except OSError as exc:
-            if exc.errno != errno.ENODEV:
-                raise
-            return _NsState(lo_up=lo_up, forwarding=forwarding)
-        flags = struct.unpack_from("H", _ifreq(sock, _SIOCGIFFLAGS, dev), 16)[0]
-        mac = _ifreq(sock, _SIOCGIFHWADDR, dev)[18:24].hex(":")
-        try:
-            addr = socket.inet_ntoa(_ifreq(sock, _SIOCGIFADDR, dev)[20:24])
-            mask = int.from_bytes(_ifreq(sock, _SIOCGIFNETMASK, dev)[20:24], "big")
-            cidr = f"{addr}/{mask.bit_count()}"
-        except OSError as exc:
-            if exc.errno != errno.EADDRNOTAVAIL:
-                raise
-            cidr = None
-    return _NsState(lo_up, forwarding, ifindex, flags, mac, cidr)
-
-
-def _write_sysctl(path: str, value: str) -> None:
-    # /proc/sys/net resolves against the opening thread's network namespace.
-    with open(os.path.join("/proc/sys/net", path), "w") as f:
-        f.write(value)
-
-
-def _disable_ipv6(dev: str) -> None:
-    """Gateways are IPv4 only. Without this every new port runs IPv6 DAD and MLD,
-    whose multicast floods all ports of the bridge: bringing 1,000 gateways up
-    took ~3x longer."""
-    with contextlib.suppress(FileNotFoundError):  # kernel without IPv6
-        _write_sysctl(f"ipv6/conf/{dev}/disable_ipv6", "1")
-
-
-def _ifreq_ipv4(dev: str, address: str) -> bytes:
-    return struct.pack("16sH2s4s16x", dev.encode(), socket.AF_INET, b"", socket.inet_aton(address))
-
-
-def _set_up(sock: socket.socket, dev: str) -> None:
-    flags = struct.unpack_from("H", _ifreq(sock, _SIOCGIFFLAGS, dev), 16)[0]
-    fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH22x", dev.encode(), flags | _IFF_UP))
-
-
-def _configure_gateway(dev: str, spec: base.RouterSpec) -> None:
-    """Runs inside the namespace: what ``ip -batch`` would do with ``link set
-    lo up``, ``addr replace CIDR brd + dev GW`` and ``link set GW up``, for a
-    gateway device that has no address yet."""
-    net = ipaddress.IPv4Network(f"{spec.gateway_ip}/{spec.gateway_prefixlen}", strict=False)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        _set_up(sock, "lo")
-        fcntl.ioctl(sock, _SIOCSIFADDR, _ifreq_ipv4(dev, spec.gateway_ip))
-        fcntl.ioctl(sock, _SIOCSIFNETMASK, _ifreq_ipv4(dev, str(net.netmask)))
-        if net.prefixlen < 31:  # /31 and /32 have no broadcast address
-            fcntl.ioctl(sock, _SIOCSIFBRDADDR, _ifreq_ipv4(dev, str(net.broadcast_address)))
-        _set_up(sock, dev)
-
-
-def _existing_namespaces() -> set[str]:
-    try:
-        return set(os.listdir(NETNS_DIR))
-    except FileNotFoundError:
-        return set()  # no namespace was ever created here
-    except OSError:
-        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                             check=False).stdout
-        # Lines look like "name (id: 3)" or just "name".
-        return {line.split()[0] for line in out.splitlines() if line.strip()}
-
-
-# ---------------------------------------------------------------- iproute2
-
-
-def _one_line(text: str) -> str:
-    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
-def _run_ip(args: Sequence[str], stdin: str = "") -> subprocess.CompletedProcess:
-    """Run ip; never raises, so callers turn every failure into per-router errors."""
-    LOG.debug("running %s <<EOF\n%sEOF", " ".join(args), stdin)
-    try:
-        return subprocess.run(list(args), input=stdin, capture_output=True, text=True,
-                              check=False, timeout=_IP_TIMEOUT)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return subprocess.CompletedProcess(list(args), 127, "", f"{args[0]}: {exc}")
-
-
-def _batch_errors(stderr: str, lines: int) -> dict[int, str]:
-    """Map ``ip -force -batch`` stderr to {1-based line number: message}."""
-    errors: dict[int, str] = {}
-    pending: list[str] = []
-    for raw in stderr.splitlines():
-        match = _FAILED_RE.match(raw.strip())
-        if match:
-            number = int(match.group(1))
-            if 1 <= number <= lines:
-                errors[number] = _one_line("\n".join(pending)) or "failed"
-            pending = []
-        elif raw.strip():
-            pending.append(raw)
-    return errors
-
-
-def _spawn_in_namespaces(jobs: dict[str, tuple[list[str], str]], parallel: int,
-                         timeout: float) -> dict[str, subprocess.CompletedProcess | OSError]:
-    """Run one ``(argv, stdin)`` per namespace, at most ``parallel`` at a time.
-
-    Children are forked from a thread that has setns()-ed into the namespace,
-    so they start there. ``ip -n NS`` and ``ip netns exec`` instead copy the
-    whole mount table into a new mount namespace, which costs ~7 ms per call
-    once 1,000 namespaces (each one a mount) exist.
-    """
-    out: dict[str, subprocess.CompletedProcess | OSError] = {}
-    running: collections.deque[tuple[str, float, subprocess.Popen]] = collections.deque()
-
-    def finish(limit: int) -> None:
-        while len(running) > limit:
-            ns, started, proc = running.popleft()
-            try:
-                _, err = proc.communicate(timeout=max(0.0, started + timeout - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                _, err = proc.communicate()
-                err = f"timed out after {timeout:.0f}s; {err}"
-            out[ns] = subprocess.CompletedProcess(proc.args, proc.returncode, "", err)
-
-    def launch(ns: str) -> None:
-        argv, stdin = jobs[ns]
-        # The input is a few short lines: it fits the pipe buffer, so writing it
-        # up front cannot block and needs no feeder thread.
-        data = stdin.encode()
-        if len(data) > 16384:
-            raise OSError(errno.E2BIG, "batch too long for the pipe buffer")
-        read_end, write_end = os.pipe()
-        try:
-            os.write(write_end, data)
-            os.close(write_end)
-            write_end = -1
-            proc = subprocess.Popen(argv, stdin=read_end, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, text=True)
-        finally:
-            os.close(read_end)
-            if write_end >= 0:
-                os.close(write_end)
-        running.append((ns, time.monotonic(), proc))
-        finish(parallel)
-
-    for ns, result in _in_namespaces(jobs, launch).items():
-        if isinstance(result, OSError):
-            out[ns] = result
-    finish(0)
-    return out
 
 
 # ---------------------------------------------------------------- plans
@@ -392,15 +135,17 @@ class NetnsRouterDriver(base.RouterDriver):
     def list_routers(self) -> set[str]:
         start = len(self.namespace_prefix)
         # The uuid check keeps out a longer prefix that starts with ours.
-        return {name[start:] for name in _existing_namespaces()
+        return {name[start:] for name in netns_inside.existing_namespaces()
                 if name.startswith(self.namespace_prefix) and _UUID_RE.match(name[start:])}
 
     def router_is_active(self, router_id: str) -> bool:
         if not _UUID_RE.match(router_id):
             return False
         ns = self.namespace_name(router_id)
-        state = _in_namespaces([ns], lambda _: _read_state(gateway_device_name(router_id)))[ns]
-        return isinstance(state, _NsState) and state.gw_cidr is not None and state.gw_up
+        dev = gateway_device_name(router_id)
+        state = netns_inside.in_namespaces([ns], lambda _: netns_inside.read_state(dev))[ns]
+        return (isinstance(state, netns_inside.NsState) and state.gw_cidr is not None
+                and state.gw_up)
 
     def wait_for_announcements(self, timeout: float | None = None) -> bool:
         """Wait for gratuitous ARPs still being sent; True when none is left."""
@@ -422,9 +167,9 @@ class NetnsRouterDriver(base.RouterDriver):
             for plan in todo:
                 plan.error = bridge_error
             return plans
-        present = _existing_namespaces()
-        states = _in_namespaces([p.ns for p in todo if p.ns in present],
-                                lambda ns: _read_state(self._gw_dev_of(ns)))
+        present = netns_inside.existing_namespaces()
+        states = netns_inside.in_namespaces([p.ns for p in todo if p.ns in present],
+                                lambda ns: netns_inside.read_state(self._gw_dev_of(ns)))
         for plan in todo:
             self._plan(plan, present, states.get(plan.ns), links.get(plan.host_dev))
         todo = [p for p in todo if p.error is None and p.action != "noop"]
@@ -437,7 +182,7 @@ class NetnsRouterDriver(base.RouterDriver):
                          [])
         stale = [p for p in todo if p.predelete_host]
         if stale:
-            _run_ip([self._ip, "-force", "-batch", "-"],
+            iproute.run_ip([self._ip, "-force", "-batch", "-"],
                     "".join(f"link del {p.host_dev}\n" for p in stale))
         # Create, tune sysctls, then attach and bring up: IPv6 must be off
         # before the links go up.
@@ -468,7 +213,7 @@ class NetnsRouterDriver(base.RouterDriver):
     def _gw_dev_of(self, ns: str) -> str:
         return gateway_device_name(ns[len(self.namespace_prefix):])
 
-    def _plan(self, plan: _Plan, present: set[str], state: _NsState | OSError | None,
+    def _plan(self, plan: _Plan, present: set[str], state: netns_inside.NsState | OSError | None,
               host: dict | None) -> None:
         """Fill in the commands that bring one router from what exists to what it needs."""
         spec, gw = plan.spec, plan.gw_dev
@@ -512,7 +257,7 @@ class NetnsRouterDriver(base.RouterDriver):
             plan.announce = True
         if not state.lo_up:
             plan.ns_cmds.append("link set lo up")
-        if wrong_mac or not state.gw_flags & _IFF_UP:
+        if wrong_mac or not state.gw_flags & netns_inside.IFF_UP:
             plan.ns_cmds.append(f"link set {gw} up")
             plan.announce = True
         plan.set_forwarding = not state.forwarding
@@ -529,57 +274,58 @@ class NetnsRouterDriver(base.RouterDriver):
         def inside(ns: str) -> None:
             plan = by_ns[ns]
             if plan.set_forwarding:
-                _write_sysctl("ipv4/ip_forward", "1")
+                netns_inside.write_sysctl("ipv4/ip_forward", "1")
             if plan.new_veth:
-                _disable_ipv6(plan.gw_dev)
-                _configure_gateway(plan.gw_dev, plan.spec)
+                netns_inside.disable_ipv6(plan.gw_dev)
+                netns_inside.configure_gateway(plan.gw_dev, plan.spec)
                 plan.ns_cmds = []  # done here instead
 
-        for ns, result in _in_namespaces(by_ns, inside).items():
+        for ns, result in netns_inside.in_namespaces(by_ns, inside).items():
             if isinstance(result, OSError):
                 by_ns[ns].error = f"cannot configure {ns}: {result}"
         for plan in plans:
             if plan.new_veth and plan.error is None:
                 try:  # this thread is in the namespace ip runs in: the root one
-                    _disable_ipv6(plan.host_dev)
+                    netns_inside.disable_ipv6(plan.host_dev)
                 except OSError as exc:
                     plan.error = f"cannot disable IPv6 on {plan.host_dev}: {exc}"
 
     def _root_links_and_bridge(self) -> tuple[dict[str, dict], str | None]:
         """Root-namespace links by name; creates the external bridge if missing."""
-        proc = _run_ip([self._ip, "-j", "link", "show"])
+        proc = iproute.run_ip([self._ip, "-j", "link", "show"])
         if proc.returncode != 0:
-            return {}, f"ip link show failed: {_one_line(proc.stderr)}"
+            return {}, f"ip link show failed: {iproute.one_line(proc.stderr)}"
         links = {link["ifname"]: link for link in json.loads(proc.stdout or "[]")}
         bridge = links.get(self.external_bridge)
         if bridge is None:
-            proc = _run_ip([self._ip, "link", "add", self.external_bridge, "type", "bridge"])
+            proc = iproute.run_ip([self._ip, "link", "add", self.external_bridge, "type",
+                                   "bridge"])
             # Another agent on this machine may have won the race; that is fine.
             if proc.returncode != 0 and "File exists" not in proc.stderr:
                 return links, (f"cannot create bridge {self.external_bridge}: "
-                               f"{_one_line(proc.stderr)}")
+                               f"{iproute.one_line(proc.stderr)}")
             LOG.info("created external bridge %s", self.external_bridge)
         if bridge is None or "UP" not in bridge.get("flags", ()):
-            proc = _run_ip([self._ip, "link", "set", self.external_bridge, "up"])
+            proc = iproute.run_ip([self._ip, "link", "set", self.external_bridge, "up"])
             if proc.returncode != 0:
                 return links, (f"cannot set bridge {self.external_bridge} up: "
-                               f"{_one_line(proc.stderr)}")
+                               f"{iproute.one_line(proc.stderr)}")
         return links, None
 
     def _root_batch(self, lines: Sequence[tuple[str, _Plan]]) -> None:
         """One ``ip -force -batch -`` for all lines; errors land on their plan."""
         if not lines:
             return
-        proc = _run_ip([self._ip, "-force", "-batch", "-"],
+        proc = iproute.run_ip([self._ip, "-force", "-batch", "-"],
                        "".join(cmd + "\n" for cmd, _ in lines))
-        errors = _batch_errors(proc.stderr, len(lines))
+        errors = iproute.batch_errors(proc.stderr, len(lines))
         for number, message in errors.items():
             cmd, plan = lines[number - 1]
             if plan.error is None:
                 plan.error = f"ip {cmd}: {message}"
         if proc.returncode != 0 and not errors:
             for _, plan in lines:
-                plan.error = plan.error or f"ip -batch failed: {_one_line(proc.stderr)}"
+                plan.error = plan.error or f"ip -batch failed: {iproute.one_line(proc.stderr)}"
 
     def _ns_batches(self, work: dict[str, list[str]], plans: Sequence[_Plan]) -> dict[str, str]:
         """One ``ip -batch -`` per namespace, run inside it; returns {ns: error}.
@@ -593,11 +339,12 @@ class NetnsRouterDriver(base.RouterDriver):
         jobs = {ns: ([self._ip, "-batch", "-"], "".join(c + "\n" for c in cmds))
                 for ns, cmds in work.items()}
         errors = {}
-        for ns, result in _spawn_in_namespaces(jobs, _NS_PARALLEL, _IP_TIMEOUT).items():
+        results = iproute.spawn_in_namespaces(jobs, _NS_PARALLEL, iproute.IP_TIMEOUT)
+        for ns, result in results.items():
             if isinstance(result, OSError):
                 errors[ns] = f"cannot run ip in {ns}: {result}"
             elif result.returncode != 0:
-                errors[ns] = f"ip -batch in {ns}: {_one_line(result.stderr) or 'failed'}"
+                errors[ns] = f"ip -batch in {ns}: {iproute.one_line(result.stderr) or 'failed'}"
         for plan in plans:
             if plan.ns in errors:
                 plan.error = errors[plan.ns]
@@ -611,8 +358,8 @@ class NetnsRouterDriver(base.RouterDriver):
         up to _CARRIER_WAIT before it counts as broken.
         """
         by_ns = {p.ns: p for p in plans}
-        read = lambda ns: _read_state(by_ns[ns].gw_dev)  # noqa: E731
-        states = _in_namespaces(by_ns, read)
+        read = lambda ns: netns_inside.read_state(by_ns[ns].gw_dev)  # noqa: E731
+        states = netns_inside.in_namespaces(by_ns, read)
         deadline = time.monotonic() + _CARRIER_WAIT
         while time.monotonic() < deadline:
             waiting = [ns for ns, st in states.items() if not isinstance(st, OSError)
@@ -620,7 +367,7 @@ class NetnsRouterDriver(base.RouterDriver):
             if not waiting:
                 break
             time.sleep(0.02)
-            states.update(_in_namespaces(waiting, read))
+            states.update(netns_inside.in_namespaces(waiting, read))
         for ns, state in states.items():
             plan = by_ns[ns]
             if isinstance(state, OSError):
@@ -647,8 +394,8 @@ class NetnsRouterDriver(base.RouterDriver):
                 ids.append(router_id)
             else:
                 results[router_id] = f"invalid router id {router_id!r} (uuid expected)"
-        present = _existing_namespaces()
-        proc = _run_ip([self._ip, "-j", "link", "show", "type", "veth"])
+        present = netns_inside.existing_namespaces()
+        proc = iproute.run_ip([self._ip, "-j", "link", "show", "type", "veth"])
         host_links = {link["ifname"] for link in json.loads(proc.stdout or "[]")}
         # Host end down first: the gateway loses carrier and stops answering at
         # once, before the (asynchronous) namespace teardown takes it away.
@@ -658,15 +405,15 @@ class NetnsRouterDriver(base.RouterDriver):
                   if self.namespace_name(rid) in present]
         stderr = ""
         if lines:
-            stderr = _run_ip([self._ip, "-force", "-batch", "-"],
+            stderr = iproute.run_ip([self._ip, "-force", "-batch", "-"],
                              "".join(line + "\n" for line in lines)).stderr
-        errors = _batch_errors(stderr, len(lines))
-        left = _existing_namespaces()
+        errors = iproute.batch_errors(stderr, len(lines))
+        left = netns_inside.existing_namespaces()
         for rid in ids:
             ns = self.namespace_name(rid)
             if ns in left:  # success is judged by the result, not by ip's exit code
                 message = next((f"ip {lines[n - 1]}: {msg}" for n, msg in errors.items()
-                                if lines[n - 1].endswith(" " + ns)), _one_line(stderr))
+                                if lines[n - 1].endswith(" " + ns)), iproute.one_line(stderr))
                 results[rid] = f"namespace {ns} still exists: {message or 'unknown error'}"
             else:
                 results[rid] = None
@@ -679,10 +426,10 @@ class NetnsRouterDriver(base.RouterDriver):
         ids = [rid for rid in dict.fromkeys(router_ids) if _UUID_RE.match(rid)]
         results.update({rid: f"invalid router id {rid!r} (uuid expected)"
                         for rid in router_ids if not _UUID_RE.match(rid)})
-        present = _existing_namespaces()
+        present = netns_inside.existing_namespaces()
         by_ns = {self.namespace_name(rid): rid for rid in ids}
-        states = _in_namespaces([ns for ns in by_ns if ns in present],
-                                lambda ns: _read_state(self._gw_dev_of(ns)))
+        states = netns_inside.in_namespaces([ns for ns in by_ns if ns in present],
+                                lambda ns: netns_inside.read_state(self._gw_dev_of(ns)))
         work = {}
         for ns, rid in by_ns.items():
             state = states.get(ns)
@@ -730,8 +477,9 @@ class NetnsRouterDriver(base.RouterDriver):
             for start in range(0, len(plans), _CLOSE_PARALLEL):
                 chunk = {p.ns: p for p in plans[start:start + _CLOSE_PARALLEL]}
                 sockets = []
-                for ns, result in _in_namespaces(
-                        chunk, lambda ns, c=chunk: _send_garp(c[ns].gw_dev, c[ns].spec)).items():
+                results = netns_inside.in_namespaces(
+                    chunk, lambda ns, c=chunk: netns_inside.send_garp(c[ns].gw_dev, c[ns].spec))
+                for ns, result in results.items():
                     if isinstance(result, socket.socket):
                         sockets.append(result)
                     elif isinstance(result, FileNotFoundError):
@@ -746,24 +494,3 @@ class NetnsRouterDriver(base.RouterDriver):
         LOG.debug("sent gratuitous ARP for %d router(s)", sent)
 
 
-def garp_frame(mac: str, ip: str) -> bytes:
-    """A broadcast ARP request for our own address, as ``arping -U`` sends it:
-    neighbours update their caches and the bridge learns the port."""
-    hw = bytes.fromhex(mac.replace(":", ""))
-    addr = socket.inet_aton(ip)
-    return (b"\xff" * 6 + hw + struct.pack("!H", _ETH_P_ARP)
-            + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)  # Ethernet, IPv4, request
-            + hw + addr + b"\xff" * 6 + addr)
-
-
-def _send_garp(dev: str, spec: base.RouterSpec) -> socket.socket:
-    """Runs inside the namespace (see _in_namespaces); the caller closes the socket."""
-    # Protocol 0: the socket only sends, so nothing queues up on it.
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-    try:
-        sock.bind((dev, 0))
-        sock.send(garp_frame(spec.gateway_mac, spec.gateway_ip))
-    except OSError:
-        sock.close()
-        raise
-    return sock

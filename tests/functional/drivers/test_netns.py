@@ -17,6 +17,7 @@ import uuid
 import testtools
 
 from clouddisco.drivers import base
+from clouddisco.drivers import iproute
 from clouddisco.drivers import netns
 
 ROOT_REASON = "needs root to create network namespaces"
@@ -270,7 +271,9 @@ class RepairTest(NetnsDriverTestCase):
     def test_host_end_off_the_bridge(self):
         ip("link", "set", self.host, "nomaster")
         ip("link", "set", self.host, "down")
-        self.assertFalse(self.driver.router_is_active(self.spec.id))
+        # The gateway's operstate (IFF_RUNNING) follows the carrier loss
+        # asynchronously (linkwatch).
+        self.assertTrue(wait_for(lambda: not self.driver.router_is_active(self.spec.id)))
         self.repaired()
 
     def test_forwarding_off_and_wrong_mac(self):
@@ -391,7 +394,7 @@ class HelpersTest(testtools.TestCase):
         stderr = ("RTNETLINK answers: File exists\nCommand failed -:2\n"
                   'Cannot find device "x"\nCommand failed -:5\n')
         self.assertEqual({2: "RTNETLINK answers: File exists",
-                          5: 'Cannot find device "x"'}, netns._batch_errors(stderr, 5))
+                          5: 'Cannot find device "x"'}, iproute.batch_errors(stderr, 5))
 
     def test_rejects_unsafe_names(self):
         self.assertRaises(ValueError, netns.NetnsRouterDriver, "a b-", "br-ex")

@@ -5,13 +5,13 @@ import struct
 
 import testtools
 
-from clouddisco.drivers import netns
+from clouddisco.drivers import netns_inside
 
 
 class GarpFrameTest(testtools.TestCase):
     def setUp(self):
         super().setUp()
-        self.frame = netns.garp_frame("fa:16:3e:12:34:56", "10.250.0.5")
+        self.frame = netns_inside.garp_frame("fa:16:3e:12:34:56", "10.250.0.5")
 
     def test_ethernet_header_is_broadcast_arp_from_the_gateway_mac(self):
         dst, src, ethertype = struct.unpack("!6s6sH", self.frame[:14])
