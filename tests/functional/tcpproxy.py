@@ -16,9 +16,9 @@ Two ways to fail a link:
   partition as a cut-off host experiences it: TCP reports nothing, only
   application heartbeats (AMQP heartbeats here) can find out.
 
-After ``restore()`` new connections work again; connections that were alive
-during the cut stay dead (after "drop" they were stalled for an unknown
-time, and no real network resynchronises a stalled byte stream either).
+After ``restore()`` new connections work again. Connections stalled by a
+"drop" are reset then, as a stateful firewall that lost its state would do:
+their bytes were thrown away, so the streams cannot resume.
 
 Threads only: one acceptor plus two pump threads per connection. The
 acceptor alone owns the listening socket and takes commands through a pipe,
@@ -367,6 +367,11 @@ class TcpProxy:
         elif cmd == "open":
             self._ensure_listening()
             self.mode = "open"
+            # A stalled byte stream does not resume: like a stateful firewall
+            # that lost its state, the healed network resets what it dropped.
+            for link in self._live_links():
+                if link.state == "dropped":
+                    link.set_state("reset")
         return True
 
     def _ensure_listening(self) -> None:

@@ -132,7 +132,7 @@ class CutOffTest(_FaultBase):
 
     cloud_options = {"proxied_agents": ("a",)}
 
-    def test_cut_off_agent_is_fenced_and_revives_nothing(self):
+    def cut_off_and_heal(self, mode: str) -> None:
         self.cloud.api("PUT", f"/v1/agents/{self.cloud.agents()[self.cloud.host('b')]['id']}",
                        json={"admin_state_up": False}, expect=200)
         router, agent = self.router_on()
@@ -141,10 +141,7 @@ class CutOffTest(_FaultBase):
                        json={"admin_state_up": True}, expect=200)
         proxy = self.cloud.proxy("agent-a")
         gap, _ = self.ping_gap_through(
-            # "reset": the link fails and stays failed until restored. (After a
-            # silent "drop", oslo.messaging was seen not to reconnect through
-            # the restored proxy within a minute; see the issue notes.)
-            router, lambda: proxy.cut("reset"),
+            router, lambda: proxy.cut(mode),
             lambda: self.cloud.wait_router(router["id"], agent_host=self.cloud.host("b"),
                                            timeout=30))
         self.assertEqual([], self.cloud.router_namespaces("a"))
@@ -159,6 +156,15 @@ class CutOffTest(_FaultBase):
         self.assertLess(gap, self.cloud.agent_down_time - self.cloud.lease_time + 1 +
                         self.cloud.report_interval)
         self.check_invariants([router])
+
+    def test_cut_off_agent_is_fenced_and_revives_nothing(self):
+        """The link fails loudly (RST) and stays failed until restored."""
+        self.cut_off_and_heal("reset")
+
+    def test_partitioned_agent_is_fenced_and_comes_back(self):
+        """A silent partition: bytes vanish, TCP reports nothing; only the
+        missing replies and AMQP heartbeats reveal it."""
+        self.cut_off_and_heal("drop")
 
 
 @netlab.skip_unless_root
