@@ -420,22 +420,26 @@ class Database:
         return oldest + datetime.timedelta(seconds=down_time) if oldest else None
 
     def bindings_on_dead_agents(self, agent_ids: Sequence[str] | None = None) -> list[dict]:
-        """Active bindings whose agent is declared dead: the routers to move."""
+        """Active bindings whose agent is declared dead: the routers to move,
+        with what their new agent needs (so a failover reads them once)."""
+        rb, a, r = m.RouterBinding, m.Agent, m.Router
         with self._session() as s:
-            q = (sa.select(m.RouterBinding, m.Agent, m.Router.status)
-                 .join(m.Agent, m.Agent.id == m.RouterBinding.agent_id)
-                 .join(m.Router, m.Router.id == m.RouterBinding.router_id)
-                 .where(m.Agent.dead_since.is_not(None),
-                        m.RouterBinding.role == m.ROLE_ACTIVE)
-                 .order_by(m.RouterBinding.router_id))
+            q = (sa.select(rb.router_id, rb.generation, r.status, r.gateway_ip,
+                           r.gateway_prefixlen, r.gateway_mac, a.id, a.host,
+                           a.lease_generation, a.heartbeat_at, a.dead_since, a.fenced_at)
+                 .join(a, a.id == rb.agent_id)
+                 .join(r, r.id == rb.router_id)
+                 .where(a.dead_since.is_not(None), rb.role == m.ROLE_ACTIVE)
+                 .order_by(rb.router_id))
             if agent_ids is not None:
-                q = q.where(m.Agent.id.in_(list(agent_ids)))
-            return [{"router_id": b.router_id, "router_status": status,
-                     "agent_id": a.id, "host": a.host,
-                     "agent_generation": a.lease_generation,
-                     "generation": b.generation, "heartbeat_at": a.heartbeat_at,
-                     "dead_since": a.dead_since, "fenced_at": a.fenced_at}
-                    for b, a, status in s.execute(q)]
+                q = q.where(a.id.in_(list(agent_ids)))
+            return [{"router_id": rid, "generation": gen, "router_status": status,
+                     "external_gateway_ip": ip, "external_gateway_prefixlen": plen,
+                     "external_gateway_mac": mac, "agent_id": agent_id, "host": host,
+                     "agent_generation": lease_gen, "heartbeat_at": hb,
+                     "dead_since": dead, "fenced_at": fenced}
+                    for (rid, gen, status, ip, plen, mac, agent_id, host, lease_gen, hb,
+                         dead, fenced) in s.execute(q)]
 
     @_retry
     def move_bindings(self, moves: Sequence[Move], *, cause: str, detected_by: str,

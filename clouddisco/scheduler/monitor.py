@@ -165,22 +165,32 @@ class HealthMonitor:
                      "the agent registering again", len(moves) - len(won), len(moves))
         hosts = {c["id"]: c["host"] for c in candidates}
         old_hosts = {b["agent_id"]: b["host"] for b in bindings}
-        for mv in won:
-            why = "agent fenced" if fenced.get(mv.old_agent_id) else "agent dead"
-            if mv.new_agent_id:
-                LOG.info("failover: router %s moved from agent %s (%s) to agent %s (%s): %s",
-                         mv.router_id, mv.old_agent_id, old_hosts[mv.old_agent_id],
-                         mv.new_agent_id, hosts[mv.new_agent_id], why)
-            else:
-                LOG.error("failover: router %s unbound from dead agent %s (%s): %s",
-                          mv.router_id, mv.old_agent_id, old_hosts[mv.old_agent_id],
-                          db_api.NO_AGENT_REASON)
+        # Tell the new agents first: logging comes after the routers are on
+        # their way.
+        # What the binding rows carry is all an agent needs: no second read.
+        router_of = {b["router_id"]: b for b in bindings}
         by_host = collections.defaultdict(list)
         for mv in won:
             if mv.new_agent_id:
-                by_host[hosts[mv.new_agent_id]].append(mv.router_id)
-        for host, router_ids in by_host.items():
-            self.dispatcher.cast_routers(host, self.db.routers_by_id(router_ids))
+                by_host[hosts[mv.new_agent_id]].append(
+                    dict(router_of[mv.router_id], id=mv.router_id, status=models.PENDING))
+        for host, routers in by_host.items():
+            self.dispatcher.cast_routers(host, routers)
+        pairs = collections.defaultdict(list)
+        for mv in won:
+            pairs[(mv.old_agent_id, mv.new_agent_id)].append(mv.router_id)
+            LOG.debug("failover: router %s moved from agent %s to agent %s", mv.router_id,
+                      mv.old_agent_id, mv.new_agent_id)
+        for (old, new), router_ids in pairs.items():
+            why = "agent fenced" if fenced.get(old) else "agent dead"
+            if new:
+                LOG.info("failover: %d router(s) moved from agent %s (%s) to agent %s (%s): "
+                         "%s: %s", len(router_ids), old, old_hosts[old], new, hosts[new], why,
+                         ", ".join(router_ids))
+            else:
+                LOG.error("failover: %d router(s) unbound from dead agent %s (%s): %s: %s",
+                          len(router_ids), old, old_hosts[old], db_api.NO_AGENT_REASON,
+                          ", ".join(router_ids))
         return won
 
     def retry_unfinished(self) -> None:

@@ -4,10 +4,12 @@ import datetime
 import os
 import tempfile
 
+import jsonschema
 import sqlalchemy as sa
 import testtools
 
 from clouddisco import conf as cd_conf
+from clouddisco import rpc
 from clouddisco.db import api as db_api
 from clouddisco.db import models
 
@@ -29,6 +31,9 @@ class RecordingAgentAPI:
         self.removed: list[tuple[str, list[str]]] = []
 
     def routers_added(self, host, routers):
+        # What the real client would put on the wire must pass the agent's check.
+        views = [rpc.agent_router_view(r) for r in routers]
+        jsonschema.validate({"routers": views}, rpc.SCHEMAS["routers_added"])
         self.added.append((host, [r["id"] for r in routers]))
 
     def routers_removed(self, host, router_ids):
