@@ -32,6 +32,10 @@ class TestInvariantSampler(unittest.TestCase):
         self.a = self.namespace("a", f"{self.net}.1/16")
         self.b = self.namespace("b", f"{self.net}.2/16")
         self.ip = f"{self.net}.1"
+        # The kernel reports a new link's carrier (operstate) asynchronously:
+        # start every test from a settled state.
+        netlab.wait_for(lambda: len(invariants.up_addresses(self.prefix)) == 2, 5,
+                        what="both test addresses to be up")
 
     def namespace(self, name: str, cidr: str) -> netlab.ProbeNamespace:
         ns = netlab.ProbeNamespace(self.bridge, cidr, name=self.prefix + name)
