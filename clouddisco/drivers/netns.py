@@ -168,8 +168,9 @@ class NetnsRouterDriver(base.RouterDriver):
                 plan.error = bridge_error
             return plans
         present = netns_inside.existing_namespaces()
-        states = netns_inside.in_namespaces([p.ns for p in todo if p.ns in present],
-                                lambda ns: netns_inside.read_state(self._gw_dev_of(ns)))
+        states = netns_inside.in_namespaces(
+            [p.ns for p in todo if p.ns in present],
+            lambda ns: netns_inside.read_state(self._gw_dev_of(ns)))
         for plan in todo:
             self._plan(plan, present, states.get(plan.ns), links.get(plan.host_dev))
         todo = [p for p in todo if p.error is None and p.action != "noop"]
@@ -183,7 +184,7 @@ class NetnsRouterDriver(base.RouterDriver):
         stale = [p for p in todo if p.predelete_host]
         if stale:
             iproute.run_ip([self._ip, "-force", "-batch", "-"],
-                    "".join(f"link del {p.host_dev}\n" for p in stale))
+                           "".join(f"link del {p.host_dev}\n" for p in stale))
         # Create, tune sysctls, then attach and bring up: IPv6 must be off
         # before the links go up.
         self._root_batch([(cmd, p) for p in todo for cmd in p.root_create])
@@ -317,7 +318,7 @@ class NetnsRouterDriver(base.RouterDriver):
         if not lines:
             return
         proc = iproute.run_ip([self._ip, "-force", "-batch", "-"],
-                       "".join(cmd + "\n" for cmd, _ in lines))
+                              "".join(cmd + "\n" for cmd, _ in lines))
         errors = iproute.batch_errors(proc.stderr, len(lines))
         for number, message in errors.items():
             cmd, plan = lines[number - 1]
@@ -406,7 +407,7 @@ class NetnsRouterDriver(base.RouterDriver):
         stderr = ""
         if lines:
             stderr = iproute.run_ip([self._ip, "-force", "-batch", "-"],
-                             "".join(line + "\n" for line in lines)).stderr
+                                    "".join(line + "\n" for line in lines)).stderr
         errors = iproute.batch_errors(stderr, len(lines))
         left = netns_inside.existing_namespaces()
         for rid in ids:

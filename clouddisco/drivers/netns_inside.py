@@ -58,7 +58,7 @@ def _enter(name: str) -> None:
 
 
 def in_namespaces(names: Iterable[str], fn: Callable[[str], _T]
-                   ) -> dict[str, _T | OSError]:
+                  ) -> dict[str, _T | OSError]:
     """Run ``fn(name)`` inside each namespace; OSErrors are returned, not raised.
 
     setns() moves only the calling thread, so a private thread does the work

@@ -165,9 +165,8 @@ class HealthMonitor:
                      "the agent registering again", len(moves) - len(won), len(moves))
         hosts = {c["id"]: c["host"] for c in candidates}
         old_hosts = {b["agent_id"]: b["host"] for b in bindings}
-        # Tell the new agents first: logging comes after the routers are on
-        # their way.
-        # What the binding rows carry is all an agent needs: no second read.
+        # Tell the new agents first, from what the binding rows already carry
+        # (no second read); log once the routers are on their way.
         router_of = {b["router_id"]: b for b in bindings}
         by_host = collections.defaultdict(list)
         for mv in won:
