@@ -35,7 +35,9 @@ AGENT_TOPIC = "clouddisco-l3-agent"
 #      schedule_router, delete_router
 # 1.1: renew_lease, host_fenced (leases and confirmed fencing)
 SCHEDULER_API_VERSION = "1.1"
-AGENT_API_VERSION = "1.0"
+# Agent API 1.1: routers_added and routers_removed carry the lease generation
+# they were sent for (optional, so a 1.0 server's messages still pass).
+AGENT_API_VERSION = "1.1"
 
 
 class BrokerBusy(Exception):
@@ -265,16 +267,26 @@ class AgentAPI:
         # The health monitor must keep passing during a broker outage.
         self._courier = Courier("rpc-agents")
 
-    def routers_added(self, host: str, routers: Sequence[dict]) -> None:
+    def routers_added(self, host: str, routers: Sequence[dict],
+                      lease_generation: int) -> None:
         """Ask ``host`` to realise ``routers`` (router dicts); it answers with
-        update_router_status. Lost casts are resent by the monitor."""
+        update_router_status. Lost casts are resent by the monitor.
+
+        ``lease_generation`` is the agent's registration these routers were
+        bound under: an agent that has registered again since (it was fenced,
+        and its routers may have moved) drops the message, which its resync
+        after registering has made moot."""
         self._courier.cast(self._client.prepare(server=host, retry=0).cast,
                            {}, "routers_added",
-                           routers=[agent_router_view(r) for r in routers])
+                           routers=[dict(agent_router_view(r),
+                                         lease_generation=lease_generation)
+                                    for r in routers])
 
-    def routers_removed(self, host: str, router_ids: Sequence[str]) -> None:
+    def routers_removed(self, host: str, router_ids: Sequence[str],
+                        lease_generation: int) -> None:
         self._courier.cast(self._client.prepare(server=host, retry=0).cast,
-                           {}, "routers_removed", router_ids=list(router_ids))
+                           {}, "routers_removed", router_ids=list(router_ids),
+                           lease_generation=lease_generation)
 
 
 def agent_router_view(router: dict) -> dict:
@@ -289,6 +301,8 @@ AGENT_ROUTER_SCHEMA = {
     "type": "object",
     "required": ["id", "gateway_ip", "gateway_prefixlen", "gateway_mac"],
     "properties": {"id": _UUID, "status": {"type": "string"},
+                   # Absent from servers older than clouddisco 0.2.
+                   "lease_generation": {"type": "integer", "minimum": 1},
                    "gateway_ip": {"type": "string", "format": "ipv4"},
                    "gateway_prefixlen": {"type": "integer", "minimum": 0, "maximum": 32},
                    "gateway_mac": {"type": "string",
@@ -300,5 +314,7 @@ SCHEMAS["routers_added"] = {"type": "object", "required": ["routers"],
                             "additionalProperties": False}
 SCHEMAS["routers_removed"] = {"type": "object", "required": ["router_ids"],
                               "properties": {"router_ids": {"type": "array",
-                                                            "items": _UUID}},
+                                                            "items": _UUID},
+                                             "lease_generation": {"type": "integer",
+                                                                  "minimum": 1}},
                               "additionalProperties": False}

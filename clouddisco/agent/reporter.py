@@ -50,14 +50,12 @@ class StateReporter:
         self.on_tick()  # e.g. the systemd watchdog: this thread is alive
         return self.interval
 
-    def lease_valid(self) -> bool:
-        """May this agent touch the data plane now? Only under a live lease of
-        its own generation that the node has not fenced."""
-        if self.generation is None:
-            return False
-        if lease.fenced(self.state_dir, self.host, self.generation):
-            return False
-        return time.monotonic() < lease.effective_expiry(self.state_dir, self.host)
+    def fenced(self, generation: int) -> None:
+        """The routers of ``generation`` were removed (by the agent's own
+        lease enforcement): register again before serving anything."""
+        if self.generation == generation:
+            self.agent_id = None
+            self.generation = None
 
     def report_once(self) -> bool:
         # A reply must come back before the next report is due; waiting longer
@@ -76,21 +74,29 @@ class StateReporter:
         try:
             if self.agent_id is None:
                 reply = self.scheduler.register(self.host, self.namespace_prefix, timeout)
+                generation = reply["lease_generation"]
+                # The lease file first: the moment the generation is published,
+                # the worker and the enforcer judge the lease by it.
+                self._renew(generation, sent, reply.get("lease_time"))
                 self.agent_id = reply["agent_id"]
-                self.generation = reply["lease_generation"]
+                self.generation = generation
                 registered_now = True
                 LOG.info("registered as agent %s (lease generation %s)", self.agent_id,
                          self.generation)
             else:
-                state = dict(self.state(), lease_generation=self.generation)
+                generation = self.generation
+                state = dict(self.state(), lease_generation=generation)
                 reply = self.scheduler.report_state(self.host, state, timeout)
                 if not reply.get("registered", True):
                     LOG.warning("scheduler refused the report of %s (lease generation "
                                 "%s: unknown, declared dead or superseded); registering "
-                                "again", self.host, self.generation)
+                                "again", self.host, generation)
                     self.agent_id = None
                     self.generation = None
                     return False
+                if self.generation != generation:
+                    return False  # fenced meanwhile: this ack renews nothing
+                self._renew(generation, sent, reply.get("lease_time"))
         except Exception as exc:
             if self._connected:
                 LOG.warning("state report failed: %s; retrying every %.1fs", exc,
@@ -99,7 +105,6 @@ class StateReporter:
                 LOG.debug("state report failed: %s", exc)
             self._connected = False
             return False
-        self._renew(sent, reply.get("lease_time"))
         if registered_now or not self._connected:
             LOG.info("connected to the scheduler; resyncing routers")
             self._connected = True
@@ -107,12 +112,12 @@ class StateReporter:
             self.on_connected()
         return True
 
-    def _renew(self, sent: float, lease_time: float | None) -> None:
+    def _renew(self, generation: int, sent: float, lease_time: float | None) -> None:
         if not lease_time:
             return
         try:
             lease.write(self.state_dir, lease.Lease(
-                host=self.host, generation=self.generation, expires=sent + lease_time,
+                host=self.host, generation=generation, expires=sent + lease_time,
                 renewed_at=sent, pid=os.getpid()), lease.AGENT)
         except OSError as exc:
             LOG.error("could not record the lease in %s: %s", self.state_dir, exc)

@@ -1,19 +1,35 @@
 """The agent's router worker: one thread owns the driver, so adds, removes and
-resyncs never interleave on the same namespace."""
+resyncs never interleave on the same namespace.
+
+Every change to the data plane happens under the node lock, in batches of at
+most ``BUILD_CHUNK`` routers, and each batch first checks that building is
+still allowed (``Node.build_refusal``): a lease that ran out or was fenced
+mid-way stops the build at the next batch, and the node guard's fence can
+never run between a check and the build it allowed.
+"""
 
 import queue
 import threading
-from collections.abc import Callable
+import time
 from collections.abc import Sequence
 
 from oslo_log import log as logging
 
+from clouddisco import lease
 from clouddisco import rpc
+from clouddisco.agent import node as node_mod
 from clouddisco.drivers import base
 
 LOG = logging.getLogger(__name__)
 
 DELETING = "DELETING"
+# Routers per locked batch: ~0.25 s of netns work, so a fence waits little
+# and a batch never outlives the lease it started under.
+BUILD_CHUNK = 100
+# Lease that must be left before a batch starts.
+BUILD_BUDGET = 0.5
+# At most one "refusing to build" error per this many seconds.
+REFUSAL_LOG_INTERVAL = 10.0
 
 
 def to_spec(router: dict) -> base.RouterSpec:
@@ -22,15 +38,19 @@ def to_spec(router: dict) -> base.RouterSpec:
                            gateway_mac=router["gateway_mac"])
 
 
+class BuildRefused(Exception):
+    pass
+
+
 class RouterWorker:
     def __init__(self, host: str, driver: base.RouterDriver, scheduler: rpc.SchedulerAPI,
-                 retry_interval: float = 1.0,
-                 lease_valid: Callable[[], bool] = lambda: True) -> None:
+                 node: node_mod.Node, retry_interval: float = 1.0) -> None:
         self.host = host
-        # Nothing is built without a live lease: an agent that was hung or cut
-        # off past its lease has been fenced, and its routers may already run
-        # elsewhere. It builds again only after registering and resyncing.
-        self.lease_valid = lease_valid
+        # Nothing is built without a live lease and a live node guard (see
+        # clouddisco.agent.node): an agent that was hung or cut off past its
+        # lease has been fenced, and its routers may already run elsewhere.
+        # It builds again only after registering and resyncing.
+        self.node = node
         self.driver = driver
         self.scheduler = scheduler
         self.retry_interval = retry_interval
@@ -38,6 +58,9 @@ class RouterWorker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="router-worker", daemon=True)
         self.synced = threading.Event()  # set after the first complete resync
+        # Set when a build was refused: the next one that may build resyncs.
+        self.refused = threading.Event()
+        self._last_refusal_log = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -51,8 +74,8 @@ class RouterWorker:
     def add(self, routers: Sequence[dict]) -> None:
         self._tasks.put(("add", list(routers)))
 
-    def remove(self, router_ids: Sequence[str]) -> None:
-        self._tasks.put(("remove", list(router_ids)))
+    def remove(self, router_ids: Sequence[str], lease_generation: int | None = None) -> None:
+        self._tasks.put(("remove", (list(router_ids), lease_generation)))
 
     def request_resync(self) -> None:
         self._tasks.put(("sync", None))
@@ -64,7 +87,7 @@ class RouterWorker:
                 if kind == "add":
                     self._add(arg)
                 elif kind == "remove":
-                    self._remove(arg)
+                    self._remove(*arg)
                 elif kind == "sync":
                     self._drain_syncs()
                     self._resync()
@@ -86,16 +109,25 @@ class RouterWorker:
 
     # ------------------------------------------------------------------ work
 
+    def _current(self, items: list, what: str) -> list:
+        """Drop what was sent for an earlier registration of this agent: it may
+        be older than a move of those routers, and the resync that followed
+        the new registration already did what still holds."""
+        generation = self.node.generation()
+        stale = [i for i in items if i.get("lease_generation") not in (None, generation)]
+        if stale:
+            LOG.info("dropping %d %s sent for lease generation %s (this agent is at "
+                     "generation %s): superseded by its resync", len(stale), what,
+                     sorted({i["lease_generation"] for i in stale}), generation)
+        return [i for i in items if i.get("lease_generation") in (None, generation)]
+
     def _add(self, routers: list[dict]) -> None:
-        if not self.lease_valid():
-            LOG.warning("lease of %s not valid: ignoring %d router(s) until the agent "
-                        "registers and resyncs", self.host, len(routers))
-            return
+        routers = self._current(routers, "router(s) to add")
         wanted = [r for r in routers if r.get("status") != DELETING]
         deleting = [r["id"] for r in routers if r.get("status") == DELETING]
         reports = {}
         if wanted:
-            for router_id, error in self.driver.ensure([to_spec(r) for r in wanted]).items():
+            for router_id, error in self._build([to_spec(r) for r in wanted]).items():
                 reports[router_id] = _report("ERROR" if error else "ACTIVE", error)
                 if not error:
                     LOG.info("router %s is active on %s", router_id, self.host)
@@ -105,12 +137,46 @@ class RouterWorker:
             reports.update(self._remove_routers(deleting))
         self._send(reports)
 
-    def _remove(self, router_ids: list[str]) -> None:
-        self._send(self._remove_routers(router_ids))
+    def _remove(self, router_ids: list[str], lease_generation: int | None) -> None:
+        if self._current([{"lease_generation": lease_generation}], "removal(s)"):
+            self._send(self._remove_routers(router_ids))
+
+    def _build(self, specs: list[base.RouterSpec]) -> base.Results:
+        """ensure() in locked batches, each allowed afresh; stops at the first
+        refusal (what was not built is not reported, so the scheduler sends it
+        again, and a resync follows once building is allowed)."""
+        results: base.Results = {}
+        for start in range(0, len(specs), BUILD_CHUNK):
+            try:
+                with self.node.lock():
+                    refusal = self.node.build_refusal(BUILD_BUDGET)
+                    if refusal:
+                        raise BuildRefused(refusal)
+                    results.update(self.driver.ensure(specs[start:start + BUILD_CHUNK]))
+            except (BuildRefused, lease.LockTimeout) as exc:
+                self._refused(str(exc), len(specs) - start)
+                break
+        return results
+
+    def _refused(self, why: str, count: int) -> None:
+        self.refused.set()
+        now = time.monotonic()
+        if now - self._last_refusal_log >= REFUSAL_LOG_INTERVAL:
+            self._last_refusal_log = now
+            LOG.error("refusing to build %d router(s) on %s: %s", count, self.host, why)
+        else:
+            LOG.debug("refusing to build %d router(s) on %s: %s", count, self.host, why)
 
     def _remove_routers(self, router_ids: list[str]) -> dict:
         reports = {}
-        for router_id, error in self.driver.remove(router_ids).items():
+        try:
+            with self.node.lock():
+                results = self.driver.remove(router_ids)
+        except lease.LockTimeout as exc:
+            LOG.error("could not remove %d router(s) from %s: %s", len(router_ids),
+                      self.host, exc)
+            return {}  # the scheduler sends the removal again
+        for router_id, error in results.items():
             if error:
                 LOG.error("router %s could not be removed from %s: %s", router_id,
                           self.host, error)
@@ -122,32 +188,43 @@ class RouterWorker:
 
     def _resync(self) -> None:
         """Make the namespaces match the server: adopt what is bound here (no
-        flap: ensure leaves a correct namespace alone), remove the rest."""
-        if not self.lease_valid():
+        flap: ensure leaves a correct namespace alone), remove the rest.
+
+        Also the periodic anti-entropy pass: it finds a router the node lost
+        (removed by a fence or by hand) that the server still binds here, and
+        a router the node still has that the server moved away."""
+        if self.node.lease_left() <= 0:
             # The reporter resyncs once it has registered and holds a lease.
             LOG.warning("lease of %s not valid: resync postponed", self.host)
             return
+        generation = self.node.generation()
         try:
             routers = self.scheduler.sync_routers(self.host)
         except Exception as exc:
             LOG.warning("resync failed (%s); retrying in %.1fs", exc, self.retry_interval)
             threading.Timer(self.retry_interval, self.request_resync).start()
             return
+        if self.node.generation() != generation:
+            return  # registered again meanwhile; that registration resyncs
+        self.refused.clear()
         bound = {r["id"] for r in routers if r.get("status") != DELETING}
         present = self.driver.list_routers()
         stale = sorted(present - bound)
-        LOG.info("resync on %s: %d router(s) bound, %d present, %d stale to remove",
-                 self.host, len(bound), len(present), len(stale))
+        missing = sorted(bound - present)
+        log = LOG.info if stale or missing or not self.synced.is_set() else LOG.debug
+        log("resync on %s: %d router(s) bound, %d present, %d stale to remove, %d missing "
+            "to build", self.host, len(bound), len(present), len(stale), len(missing))
         if stale:
-            for router_id, error in self.driver.remove(stale).items():
+            with self.node.lock():
+                removed = self.driver.remove(stale)
+            for router_id, error in removed.items():
                 if error:
                     LOG.error("stale router %s could not be removed: %s", router_id, error)
                 else:
                     LOG.info("stale router %s removed from %s", router_id, self.host)
         # Report only what changes the server's view: routers already ACTIVE that
         # are still fine need no message.
-        results = self.driver.ensure([to_spec(r) for r in routers
-                                      if r.get("status") != DELETING])
+        results = self._build([to_spec(r) for r in routers if r.get("status") != DELETING])
         reports = {rid: _report("ERROR", err) for rid, err in results.items() if err}
         status = {r["id"]: r.get("status") for r in routers}
         reports.update({rid: _report("ACTIVE", None) for rid, err in results.items()
@@ -156,7 +233,8 @@ class RouterWorker:
         if deleting:
             reports.update(self._remove_routers(deleting))
         self._send(reports)
-        self.synced.set()
+        if not self.refused.is_set():
+            self.synced.set()
 
     def _send(self, reports: dict) -> None:
         if not reports:

@@ -10,9 +10,21 @@ it:
   remove the routers and report "fenced" so that they move at once;
 * a router namespace under a lease this node has fenced is removed again, so a
   revived agent never brings back what may now run elsewhere.
+
+Its enforcement never waits on the network: renewals and fence reports go out
+on a thread of their own, and their answers are applied on a later check,
+under the node lock, only if the lease they were for is still the current
+one. Every check runs under the node lock (see ``clouddisco.lease``), so a
+fence and an agent's build never interleave; an agent that holds the lock
+past its lease (hung mid-build) is killed, since it is about to be fenced
+anyway. Every check also writes the guard's heartbeat, without which the
+agent builds nothing.
 """
 
+import concurrent.futures
 import dataclasses
+import os
+import signal
 import time
 
 from oslo_log import log as logging
@@ -52,7 +64,7 @@ def agent_process(state_dir: str, host: str) -> AgentProcess:
 class NodeGuard:
     def __init__(self, host: str, driver: base.RouterDriver, scheduler: rpc.SchedulerAPI, *,
                  state_dir: str, restart_grace: float, renew_interval: float,
-                 rpc_timeout: float) -> None:
+                 rpc_timeout: float, lock_timeout: float = 0.25) -> None:
         self.host = host
         self.driver = driver
         self.scheduler = scheduler
@@ -60,16 +72,42 @@ class NodeGuard:
         self.restart_grace = restart_grace
         self.renew_interval = renew_interval
         self.rpc_timeout = rpc_timeout
+        self.lock_timeout = lock_timeout
         self.agent_down_since: float | None = None
         self.last_renewal_sent = 0.0
         self.unreported_fence: tuple[int, str] | None = None
+        # One thread for every message to the control plane: a check never
+        # waits on the broker or a scheduler.
+        self._rpc = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="guard-rpc")
+        self._renewal: concurrent.futures.Future | None = None
+        self._fence_report: concurrent.futures.Future | None = None
+
+    def close(self) -> None:
+        self._rpc.shutdown(wait=False, cancel_futures=True)
+
+    def rpc_idle(self, timeout: float) -> bool:
+        """Wait until no message is in flight (tests, shutdown)."""
+        pending = [f for f in (self._renewal, self._fence_report) if f is not None]
+        done, not_done = concurrent.futures.wait(pending, timeout)
+        return not not_done
 
     def tick(self, now: float | None = None) -> str:
         """One check; returns what it did (for logs and tests)."""
-        now = time.monotonic() if now is None else now
+        lease.write_guard_beat(self.state_dir, lease.GuardBeat(
+            host=self.host, namespace_prefix=self.driver.namespace_prefix, pid=os.getpid(),
+            at=time.monotonic()))
+        try:
+            with lease.node_lock(self.state_dir, self.host, timeout=self.lock_timeout):
+                return self._check(time.monotonic() if now is None else now)
+        except lease.LockTimeout:
+            return self._lock_held(time.monotonic() if now is None else now)
+
+    def _check(self, now: float) -> str:
+        # Read under the lock: what was true before it was taken may not be now.
         agent = lease.read(self.state_dir, self.host, lease.AGENT)
         node = lease.read(self.state_dir, self.host, lease.NODE)
         generation = max(agent.generation, node.generation)
+        self._apply_renewal(generation)
         self._report_fence(generation)
         if generation == 0:
             # Never leased: nothing may serve here yet.
@@ -98,29 +136,66 @@ class NodeGuard:
                               f"{self.restart_grace:.1f}s", now)
         return self._renew(generation, now)
 
+    def _lock_held(self, now: float) -> str:
+        """The agent holds the node lock (it is building or removing routers).
+        That is normal, unless the lease has run out meanwhile: then the agent
+        is hung or slow mid-build and the node must fence now, so it is killed
+        (the kernel frees its lock); systemd starts a new one, which builds
+        nothing until it has registered again."""
+        if now < lease.effective_expiry(self.state_dir, self.host):
+            return "busy"
+        proc = agent_process(self.state_dir, self.host)
+        if proc.alive:
+            LOG.error("lease of %s ran out while its agent (pid %d%s) holds the node lock: "
+                      "killing it so the node can fence", self.host, proc.pid,
+                      ", stopped" if proc.stopped else "")
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except OSError as exc:
+                LOG.error("could not kill agent pid %d: %s", proc.pid, exc)
+            return "agent killed"
+        return "busy"
+
     # ----------------------------------------------------------------- actions
 
     def _renew(self, generation: int, now: float) -> str:
+        if self._renewal is not None:
+            return "renewing"  # the answer is applied by a later check
         if now - self.last_renewal_sent < self.renew_interval:
             return "waiting"
         self.last_renewal_sent = now
+        self._renewal = self._rpc.submit(self._renewal_call, generation, now)
+        return "renewal sent"
+
+    def _renewal_call(self, generation: int, sent: float) -> tuple[int, float, dict]:
+        return generation, sent, self.scheduler.renew_lease(self.host, generation,
+                                                            self.rpc_timeout)
+
+    def _apply_renewal(self, generation: int) -> None:
+        """Apply a renewal that has come back, if it is still for this lease."""
+        future = self._renewal
+        if future is None or not future.done():
+            return
+        self._renewal = None
         try:
-            reply = self.scheduler.renew_lease(self.host, generation, self.rpc_timeout)
+            renewed, sent, reply = future.result()
         except Exception as exc:
             LOG.warning("could not renew the lease of %s while its agent restarts: %s",
                         self.host, exc)
-            return "renewal failed"
+            return
         if not reply.get("granted"):
             LOG.warning("lease renewal for %s (generation %d) refused: the control plane "
-                        "declared the agent dead", self.host, generation)
-            return "renewal refused"
+                        "declared the agent dead", self.host, renewed)
+            return
+        if renewed != generation or lease.fenced(self.state_dir, self.host, renewed):
+            return  # the agent registered again, or the node fenced meanwhile
         lease.write(self.state_dir, lease.Lease(
-            host=self.host, generation=generation, expires=now + reply["lease_time"],
-            renewed_at=now), lease.NODE)
-        return "renewed"
+            host=self.host, generation=renewed, expires=sent + reply["lease_time"],
+            renewed_at=sent), lease.NODE)
 
     def fence(self, generation: int, reason: str, now: float) -> str:
-        """Remove every router of this node, then record and report the fence."""
+        """Remove every router of this node, then record and report the fence.
+        Called with the node lock held."""
         routers = sorted(self.driver.list_routers())
         LOG.warning("fencing %s (lease generation %d): %s; removing %d router(s)",
                     self.host, generation, reason, len(routers))
@@ -139,22 +214,29 @@ class NodeGuard:
 
     def _report_fence(self, generation: int) -> None:
         """Tell the control plane, until it hears it (fast failover) or the agent
-        has registered again (the report is moot)."""
+        has registered again (the report is moot). Never waits for the answer."""
+        future = self._fence_report
+        if future is not None:
+            if not future.done():
+                return
+            self._fence_report = None
+            try:
+                reply = future.result()
+            except Exception as exc:
+                LOG.warning("could not report the fence of %s yet: %s", self.host, exc)
+            else:
+                LOG.info("control plane acknowledged the fence of %s (%s router(s) moved)",
+                         self.host, reply.get("moved"))
+                self.unreported_fence = None
+                return
         if self.unreported_fence is None:
             return
         fenced_generation, reason = self.unreported_fence
         if generation > fenced_generation:
             self.unreported_fence = None
             return
-        try:
-            reply = self.scheduler.host_fenced(self.host, fenced_generation, reason,
-                                               self.rpc_timeout)
-        except Exception as exc:
-            LOG.warning("could not report the fence of %s yet: %s", self.host, exc)
-            return
-        LOG.info("control plane acknowledged the fence of %s (%s router(s) moved)",
-                 self.host, reply.get("moved"))
-        self.unreported_fence = None
+        self._fence_report = self._rpc.submit(self.scheduler.host_fenced, self.host,
+                                              fenced_generation, reason, self.rpc_timeout)
 
     def _keep_fenced(self, generation: int) -> str:
         present = self.driver.list_routers()

@@ -33,6 +33,7 @@ class GuardService:
     def stop(self) -> None:
         systemd.notify("STOPPING=1")
         self._loop.stop()
+        self.guard.close()
 
     def _step(self) -> float:
         self.guard.tick()

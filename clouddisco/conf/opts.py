@@ -119,6 +119,30 @@ AGENT_OPTS = [
         min=0.1,
         help="Seconds the agent waits for a reply to a call (sync, status).",
     ),
+    cfg.FloatOpt(
+        "resync_interval",
+        default=10.0,
+        min=1.0,
+        help="Seconds between the agent's anti-entropy passes: it compares the "
+        "node's router namespaces with what the control plane binds to it, "
+        "builds what is missing and removes what is not bound (one "
+        "sync_routers call per pass).",
+    ),
+    cfg.BoolOpt(
+        "require_node_guard",
+        default=True,
+        help="Build routers only while the node guard (clouddisco-cleanup "
+        "--daemon, same host, state_dir and namespace_prefix) checks the node. "
+        "Without it nobody fences a hung agent's routers. Turn off only for "
+        "tests with the fake driver.",
+    ),
+    cfg.FloatOpt(
+        "guard_timeout",
+        default=1.0,
+        min=0.1,
+        help="Seconds after the node guard's last check at which the agent "
+        "counts it as stale (keep it several [cleanup] check_interval).",
+    ),
 ]
 
 HEALTH_OPTS = [

@@ -569,8 +569,9 @@ class Database:
                         out["unbound"].append(d)
                 elif agent.dead_since is None and router.updated_at < cutoff:
                     # ERROR too: an agent's failure (e.g. a transient kernel
-                    # error) is retried every older_than seconds.
-                    out["pending"].append(d)
+                    # error) is retried every older_than seconds. The casts
+                    # name the registration they are for.
+                    out["pending"].append(dict(d, agent_lease_generation=agent.lease_generation))
             return out
 
     def routers_by_id(self, router_ids: Sequence[str]) -> list[dict]:

@@ -52,23 +52,25 @@ class RouterDispatcher:
 
     def send_routers(self, router_ids: Iterable[str]) -> None:
         """Cast every router to the agent it is bound to, one message per host."""
-        by_host = collections.defaultdict(list)
+        by_agent = collections.defaultdict(list)
         for router_id in router_ids:
             router, agent = self.db.router_placement(router_id)
             if agent is not None:
-                by_host[agent["host"]].append(router)
-        for host, routers in by_host.items():
-            self.cast_routers(host, routers)
+                by_agent[(agent["host"], agent["lease_generation"])].append(router)
+        for (host, generation), routers in by_agent.items():
+            self.cast_routers(host, routers, generation)
 
-    def cast_routers(self, host: str, routers: Sequence[dict]) -> None:
+    def cast_routers(self, host: str, routers: Sequence[dict], lease_generation: int) -> None:
         """Queue the casts (AgentAPI never blocks); a lost cast is logged by the
-        courier and resent by the monitor's retry of unfinished routers."""
+        courier and resent by the monitor's retry of unfinished routers.
+        ``lease_generation``: the registration of ``host``'s agent the routers
+        are bound under; the agent drops a message for an older one."""
         added = [r for r in routers if r["status"] != models.DELETING]
         removed = [r["id"] for r in routers if r["status"] == models.DELETING]
         if added:
-            self.agents.routers_added(host, added)
+            self.agents.routers_added(host, added, lease_generation)
         if removed:
-            self.agents.routers_removed(host, removed)
+            self.agents.routers_removed(host, removed, lease_generation)
 
     def delete(self, router_id: str) -> None:
         """Finish a DELETING router: ask its agent, or drop it if nobody hosts it."""
@@ -88,4 +90,4 @@ class RouterDispatcher:
             return
         LOG.info("router %s: asking agent %s (%s) to remove it", router_id, agent["id"],
                  agent["host"])
-        self.cast_routers(agent["host"], [router])
+        self.cast_routers(agent["host"], [router], agent["lease_generation"])

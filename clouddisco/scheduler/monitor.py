@@ -164,17 +164,18 @@ class HealthMonitor:
             LOG.info("%d of %d router move(s) were won by another monitor or undone by "
                      "the agent registering again", len(moves) - len(won), len(moves))
         hosts = {c["id"]: c["host"] for c in candidates}
+        generations = {c["id"]: c["lease_generation"] for c in candidates}
         old_hosts = {b["agent_id"]: b["host"] for b in bindings}
         # Tell the new agents first, from what the binding rows already carry
         # (no second read); log once the routers are on their way.
         router_of = {b["router_id"]: b for b in bindings}
-        by_host = collections.defaultdict(list)
+        by_agent = collections.defaultdict(list)
         for mv in won:
             if mv.new_agent_id:
-                by_host[hosts[mv.new_agent_id]].append(
+                by_agent[mv.new_agent_id].append(
                     dict(router_of[mv.router_id], id=mv.router_id, status=models.PENDING))
-        for host, routers in by_host.items():
-            self.dispatcher.cast_routers(host, routers)
+        for agent_id, routers in by_agent.items():
+            self.dispatcher.cast_routers(hosts[agent_id], routers, generations[agent_id])
         pairs = collections.defaultdict(list)
         for mv in won:
             pairs[(mv.old_agent_id, mv.new_agent_id)].append(mv.router_id)
@@ -215,8 +216,8 @@ class HealthMonitor:
             LOG.info("re-sending %d unfinished router(s) to their agents",
                      len(todo["pending"]))
             self.db.touch_routers([r["id"] for r in todo["pending"]])
-            by_host = collections.defaultdict(list)
+            by_agent = collections.defaultdict(list)
             for r in todo["pending"]:
-                by_host[r["agent_host"]].append(r)
-            for host, routers in by_host.items():
-                self.dispatcher.cast_routers(host, routers)
+                by_agent[(r["agent_host"], r["agent_lease_generation"])].append(r)
+            for (host, generation), routers in by_agent.items():
+                self.dispatcher.cast_routers(host, routers, generation)

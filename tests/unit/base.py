@@ -29,15 +29,22 @@ class RecordingAgentAPI:
     def __init__(self):
         self.added: list[tuple[str, list[str]]] = []
         self.removed: list[tuple[str, list[str]]] = []
+        self.generations: list[tuple[str, int]] = []  # (host, lease generation) per cast
 
-    def routers_added(self, host, routers):
+    def routers_added(self, host, routers, lease_generation):
         # What the real client would put on the wire must pass the agent's check.
-        views = [rpc.agent_router_view(r) for r in routers]
+        views = [dict(rpc.agent_router_view(r), lease_generation=lease_generation)
+                 for r in routers]
         jsonschema.validate({"routers": views}, rpc.SCHEMAS["routers_added"])
         self.added.append((host, [r["id"] for r in routers]))
+        self.generations.append((host, lease_generation))
 
-    def routers_removed(self, host, router_ids):
+    def routers_removed(self, host, router_ids, lease_generation):
+        jsonschema.validate({"router_ids": list(router_ids),
+                             "lease_generation": lease_generation},
+                            rpc.SCHEMAS["routers_removed"])
         self.removed.append((host, list(router_ids)))
+        self.generations.append((host, lease_generation))
 
     def added_to(self, host):
         return [rid for h, ids in self.added if h == host for rid in ids]

@@ -9,9 +9,12 @@ import fixtures
 import testtools
 
 from clouddisco import lease
+from clouddisco.agent import node as node_mod
 from clouddisco.agent import reporter
 from clouddisco.agent import routers
 from clouddisco.drivers import fake
+
+HOST = "node-1"
 
 
 def router(status="PENDING", n=None):
@@ -50,19 +53,43 @@ class FakeScheduler:
         return {"registered": True, "lease_time": 2.0}
 
 
+def write_lease(state_dir, generation=1, left=60.0):
+    now = time.monotonic()
+    lease.write(state_dir, lease.Lease(host=HOST, generation=generation, expires=now + left,
+                                       renewed_at=now, pid=os.getpid()), lease.AGENT)
+
+
+def guard_beat(state_dir, prefix="qr-", host=HOST, age=0.0):
+    lease.write_guard_beat(state_dir, lease.GuardBeat(
+        host=host, namespace_prefix=prefix, pid=os.getpid(), at=time.monotonic() - age))
+
+
+class NodeFixture(fixtures.Fixture):
+    """A state directory with a lease of generation 1 and a live guard."""
+
+    def _setUp(self):
+        self.state_dir = self.useFixture(fixtures.TempDir()).path
+        self.generation = 1
+        write_lease(self.state_dir)
+        guard_beat(self.state_dir)
+        self.node = node_mod.Node(HOST, "qr-", self.state_dir,
+                                  generation=lambda: self.generation, guard_timeout=60.0)
+
+
 class RouterWorkerTest(testtools.TestCase):
     def setUp(self):
         super().setUp()
         self.driver = fake.FakeRouterDriver("qr-", "br-ex")
         self.scheduler = FakeScheduler()
-        self.worker = routers.RouterWorker("node-1", self.driver, self.scheduler,
-                                           retry_interval=0.05)
+        self.nodefix = self.useFixture(NodeFixture())
+        self.worker = routers.RouterWorker(HOST, self.driver, self.scheduler,
+                                           self.nodefix.node, retry_interval=0.05)
 
     def run_tasks(self):
         """Run queued tasks on this thread (the worker thread is not started)."""
         while not self.worker._tasks.empty():
             kind, arg = self.worker._tasks.get()
-            {"add": self.worker._add, "remove": self.worker._remove,
+            {"add": self.worker._add, "remove": lambda a: self.worker._remove(*a),
              "sync": lambda _: self.worker._resync()}[kind](arg)
 
     def all_reports(self):
@@ -89,7 +116,7 @@ class RouterWorkerTest(testtools.TestCase):
         self.assertTrue(reports[bad["id"]]["reason"])
 
     def test_no_lease_no_routers(self):
-        self.worker.lease_valid = lambda: False
+        write_lease(self.nodefix.state_dir, left=-0.1)
         self.worker.add([router()])
         self.worker.request_resync()
         self.scheduler.bound = [router()]
@@ -150,6 +177,10 @@ class StateReporterTest(testtools.TestCase):
         self.reporter = reporter.StateReporter(
             "node-1", "qr-", self.scheduler, interval=0.05, state_dir=self.state_dir,
             on_connected=lambda: self.connected.append(True), state=lambda: {"routers": 0})
+        self.node = node_mod.Node(HOST, "qr-", self.state_dir,
+                                  generation=lambda: self.reporter.generation,
+                                  guard_timeout=1.0)
+        self.reporter.lease_valid = lambda: self.node.lease_left() > 0
 
     def test_acknowledged_report_renews_lease_from_send_time(self):
         self.assertFalse(self.reporter.lease_valid())

@@ -53,6 +53,7 @@ class NodeGuardTest(testtools.TestCase):
         self.guard = guard.NodeGuard(HOST, self.driver, self.scheduler,
                                      state_dir=self.state_dir, restart_grace=5.0,
                                      renew_interval=1.0, rpc_timeout=1.0)
+        self.addCleanup(self.guard.close)
 
     def agent_lease(self, generation=1, expires=None, pid=None, now=None):
         now = time.monotonic() if now is None else now
@@ -97,22 +98,33 @@ class NodeGuardTest(testtools.TestCase):
         kinds = [k for k, _ in self.driver.events if k in ("deactivate", "delete")]
         self.assertEqual(["deactivate", "delete"], kinds[:1] + kinds[-1:])
         self.assertTrue(lease.fenced(self.state_dir, HOST, 1))
-        # The report goes out once the scheduler answers.
+        # The report goes out again until the scheduler answers.
+        self.assertTrue(self.guard.rpc_idle(10))
         self.scheduler.fail = False
         self.guard.tick(now + 0.1)
+        self.assertTrue(self.guard.rpc_idle(10))
+        self.guard.tick(now + 0.2)
         self.assertEqual([(1, "lease expired without renewal")], self.scheduler.fences)
+        self.assertIsNone(self.guard.unreported_fence)
+
+    def tick_and_settle(self, now):
+        """A check, then let its message be answered (applied by the next check)."""
+        result = self.guard.tick(now)
+        self.assertTrue(self.guard.rpc_idle(10))
+        return result
 
     def test_restarting_agent_keeps_the_lease_within_grace(self):
         now = time.monotonic()
         self.agent_lease(pid=999_999, now=now)
         self.agent_running_as(999_999)  # no such process: crashed, restarting
-        self.assertEqual("renewed", self.guard.tick(now + 0.5))
+        self.assertEqual("renewal sent", self.tick_and_settle(now + 0.5))
         self.assertEqual([1], self.scheduler.renewals)
+        # The answer is applied by the next check, from the renewal's send time.
+        self.assertEqual("waiting", self.guard.tick(now + 0.6))  # renew_interval
         node = lease.read(self.state_dir, HOST, lease.NODE)
         self.assertAlmostEqual(now + 2.5, node.expires, places=3)
-        self.assertEqual("waiting", self.guard.tick(now + 0.6))  # renew_interval
         for step in range(1, 9):  # renewals keep it alive through 4.5 s
-            self.guard.tick(now + 0.5 + step * 0.5)
+            self.tick_and_settle(now + 0.5 + step * 0.5)
         self.assertEqual(2, len(self.driver.list_routers()))
         self.assertEqual([], self.scheduler.fences)
 
@@ -126,6 +138,7 @@ class NodeGuardTest(testtools.TestCase):
             self.assertLess(t, now + 10)
         self.assertGreater(t - now, 5.0)
         self.assertEqual(set(), self.driver.list_routers())
+        self.assertTrue(self.guard.rpc_idle(10))
         self.assertEqual(1, len(self.scheduler.fences))
         self.assertIn("restart_grace", self.scheduler.fences[0][1])
 
@@ -134,9 +147,11 @@ class NodeGuardTest(testtools.TestCase):
         now = time.monotonic()
         self.agent_lease(pid=999_999, now=now)  # written by the previous process
         self.agent_running_as(agent.pid)
-        self.assertEqual("renewed", self.guard.tick(now + 0.1))
+        self.assertEqual("renewal sent", self.tick_and_settle(now + 0.1))
         self.agent_lease(generation=2, pid=agent.pid, now=now + 0.2)  # it registered
         self.assertEqual("ok", self.guard.tick(now + 0.3))
+        # The renewal was for generation 1: it must not touch generation 2's lease.
+        self.assertEqual(0, lease.read(self.state_dir, HOST, lease.NODE).generation)
 
     def test_stopped_agent_is_hung_not_restarting(self):
         agent = self.fake_agent()
@@ -165,7 +180,9 @@ class NodeGuardTest(testtools.TestCase):
         now = time.monotonic()
         self.agent_lease(pid=999_999, now=now)
         self.scheduler.grant = False
-        self.assertEqual("renewal refused", self.guard.tick(now + 0.5))
+        self.assertEqual("renewal sent", self.tick_and_settle(now + 0.5))
+        self.assertEqual("waiting", self.guard.tick(now + 0.6))
+        self.assertEqual(0, lease.read(self.state_dir, HOST, lease.NODE).generation)
         self.assertEqual("fenced", self.guard.tick(now + 2.1))
 
     def test_no_lease_ever_removes_unleased_routers(self):
