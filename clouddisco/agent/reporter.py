@@ -4,26 +4,73 @@ Each acknowledged report renews the node's data-plane lease: it runs
 ``lease_time`` from when the report was *sent*, on the monotonic clock, and is
 written where the node's cleanup service enforces it. The report loop never
 waits on router work: a late heartbeat is how healthy agents get declared dead.
+
+Reports go over RPC. With ``[agent] report_endpoints`` set, a report that RPC
+has not answered within a third of the interval is also sent over HTTP to the
+API replicas (a hedged request; the first answer wins), so that neither a
+broker outage nor the loss of every scheduler lets the lease lapse. See
+``clouddisco.heartbeat``.
 """
 
+import concurrent.futures
+import json
 import os
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
+from collections.abc import Sequence
 
 from oslo_log import log as logging
 
+from clouddisco import heartbeat
 from clouddisco import lease
 from clouddisco import periodic
 from clouddisco import rpc
 
 LOG = logging.getLogger(__name__)
 
+# Share of report_interval the RPC report has before the HTTP one goes out too.
+HEDGE = 1 / 3
+
+
+class HttpReporter:
+    """Sends one state report to the first API replica that answers."""
+
+    def __init__(self, endpoints: Sequence[str], key: str) -> None:
+        self.endpoints = [e.rstrip("/") for e in endpoints]
+        self.key = key
+        self._first = 0  # start with the replica that answered last
+
+    def report(self, host: str, state: dict, timeout: float) -> dict:
+        body = json.dumps({"host": host, "state": state}).encode()
+        headers = {"Content-Type": "application/json",
+                   heartbeat.SIGNATURE_HEADER: heartbeat.sign(self.key, body)}
+        deadline = time.monotonic() + timeout
+        errors = []
+        for i in range(len(self.endpoints)):
+            n = (self._first + i) % len(self.endpoints)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            request = urllib.request.Request(self.endpoints[n] + heartbeat.HTTP_PATH,
+                                             data=body, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=left) as response:
+                    reply = json.loads(response.read())
+                self._first = n
+                return reply
+            except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts
+                errors.append(f"{self.endpoints[n]}: {exc}")
+        raise ConnectionError("no API replica took the report: " + "; ".join(errors))
+
 
 class StateReporter:
     def __init__(self, host: str, namespace_prefix: str, scheduler: rpc.SchedulerAPI, *,
                  interval: float, state_dir: str, on_connected: Callable[[], None],
                  state: Callable[[], dict],
-                 on_tick: Callable[[], None] = lambda: None) -> None:
+                 on_tick: Callable[[], None] = lambda: None,
+                 http: HttpReporter | None = None) -> None:
         self.host = host
         self.namespace_prefix = namespace_prefix
         self.scheduler = scheduler
@@ -35,6 +82,10 @@ class StateReporter:
         self.agent_id: str | None = None
         self.generation: int | None = None
         self._connected = False
+        self.http = http
+        self._over_http = False  # the last report was answered over HTTP only
+        # RPC and HTTP attempts of one report run side by side (hedging).
+        self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="report")
         # The loop keeps a fixed cadence on the monotonic clock, whatever a
         # report cost.
         self._loop = periodic.Loop("state-reporter", self._step, interval)
@@ -44,6 +95,7 @@ class StateReporter:
 
     def stop(self) -> None:
         self._loop.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _step(self) -> float:
         self.report_once()
@@ -86,7 +138,7 @@ class StateReporter:
             else:
                 generation = self.generation
                 state = dict(self.state(), lease_generation=generation)
-                reply = self.scheduler.report_state(self.host, state, timeout)
+                reply = self._report(state, timeout)
                 if not reply.get("registered", True):
                     LOG.warning("scheduler refused the report of %s (lease generation "
                                 "%s: unknown, declared dead or superseded); registering "
@@ -97,6 +149,11 @@ class StateReporter:
                 if self.generation != generation:
                     return False  # fenced meanwhile: this ack renews nothing
                 self._renew(generation, sent, reply.get("lease_time"))
+                if self._over_http:
+                    # The lease holds, but casts may be lost while RPC is
+                    # down: resync once RPC answers again.
+                    self._connected = False
+                    return True
         except Exception as exc:
             if self._connected:
                 LOG.warning("state report failed: %s; retrying every %.1fs", exc,
@@ -111,6 +168,40 @@ class StateReporter:
             # Casts may have been lost while we could not reach the broker.
             self.on_connected()
         return True
+
+    def _report(self, state: dict, timeout: float) -> dict:
+        """Send one report; return the first answer, from RPC or HTTP."""
+        if self.http is None:
+            return self.scheduler.report_state(self.host, state, timeout)
+        deadline = time.monotonic() + timeout
+        by_rpc = self._pool.submit(self.scheduler.report_state, self.host, state, timeout)
+        concurrent.futures.wait([by_rpc], self.interval * HEDGE)
+        if by_rpc.done() and by_rpc.exception() is None:
+            if self._over_http:
+                LOG.warning("state reports of %s are answered over RPC again", self.host)
+                self._over_http = False
+            return by_rpc.result()
+        by_http = self._pool.submit(self.http.report, self.host, state,
+                                    max(0.05, deadline - time.monotonic()))
+        pending = {by_rpc, by_http}
+        errors = []
+        while pending:
+            done, pending = concurrent.futures.wait(
+                pending, max(0.0, deadline - time.monotonic()),
+                return_when=concurrent.futures.FIRST_COMPLETED)
+            if not done:
+                break
+            for future in done:
+                if future.exception() is None:
+                    if future is by_http and not self._over_http:
+                        LOG.warning("state reports of %s go over HTTP to the API: RPC did "
+                                    "not answer within %.2fs", self.host,
+                                    self.interval * HEDGE)
+                        self._over_http = True
+                    return future.result()
+                errors.append(str(future.exception()))
+        raise TimeoutError("state report unanswered: " + ("; ".join(errors) or
+                                                         f"no answer within {timeout:.1f}s"))
 
     def _renew(self, generation: int, sent: float, lease_time: float | None) -> None:
         if not lease_time:

@@ -60,7 +60,9 @@ class L3AgentService:
             state=lambda: {"routers": len(self.driver.list_routers()),
                            "namespace_prefix": conf.agent.namespace_prefix,
                            "driver": conf.agent.router_driver,
-                           "guard": self._guard_status()})
+                           "guard": self._guard_status()},
+            http=(reporter.HttpReporter(conf.agent.report_endpoints, conf.health.report_key)
+                  if conf.agent.report_endpoints else None))
         self.worker = routers.RouterWorker(self.host, driver, scheduler, self.node,
                                            retry_interval=conf.agent.report_interval)
         self.enforcer = node_mod.LeaseEnforcer(self.node, driver, self.reporter.fenced)

@@ -8,6 +8,7 @@ strategy only has to put that middleware in front of this one.
 import webob
 from oslo_context import context
 
+from clouddisco import heartbeat
 from clouddisco.api.errors import HTTPError
 from clouddisco.api.errors import error_response
 
@@ -18,8 +19,10 @@ ENV_CONTEXT = "clouddisco.context"
 class NoAuthContext:
     """Build a RequestContext from the identity headers; 401 without a project."""
 
-    # Paths anyone may read (version discovery for clients and load balancers).
-    PUBLIC = ("/", "/v1", "/v1/")
+    # Paths anyone may read (version discovery for clients and load balancers),
+    # and agents' reports, which are signed with a key instead (see
+    # clouddisco.api.handlers.agent_reports).
+    PUBLIC = ("/", "/v1", "/v1/", heartbeat.HTTP_PATH)
 
     def __init__(self, app) -> None:
         self.app = app

@@ -3,7 +3,9 @@
 import routes
 import webob
 
+from clouddisco import heartbeat
 from clouddisco.api.errors import HTTPError
+from clouddisco.api.handlers import agent_reports
 from clouddisco.api.handlers import agents
 from clouddisco.api.handlers import failover_events
 from clouddisco.api.handlers import root
@@ -18,6 +20,7 @@ ROUTES = {
     "/v1/agents": {"GET": agents.list_agents},
     "/v1/agents/{agent_id}": {"GET": agents.show_agent, "PUT": agents.update_agent},
     "/v1/failover-events": {"GET": failover_events.list_failover_events},
+    heartbeat.HTTP_PATH: {"POST": agent_reports.receive_report},
 }
 
 

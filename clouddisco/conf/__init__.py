@@ -101,6 +101,14 @@ def _check_relations(conf: cfg.ConfigOpts, groups: Sequence[str]) -> None:
                 f"lease_time + lease_margin ({h.lease_time}s + {h.lease_margin}s): "
                 "otherwise routers could start elsewhere while their old node "
                 "still serves them")
+    if "agent" in groups:
+        if conf.agent.report_endpoints and not conf.health.report_key:
+            raise ConfigError("[agent] report_endpoints needs [health] report_key: "
+                              "reports over HTTP are signed with it")
+        for url in conf.agent.report_endpoints:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"[agent] report_endpoints: {url!r} is not an "
+                                  "http:// or https:// URL")
     if "health" in groups and "agent" in groups:
         down, report = conf.health.agent_down_time, conf.agent.report_interval
         if down <= report or conf.health.lease_time <= report:

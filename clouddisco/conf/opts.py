@@ -136,6 +136,16 @@ AGENT_OPTS = [
         "Without it nobody fences a hung agent's routers. Turn off only for "
         "tests with the fake driver.",
     ),
+    cfg.ListOpt(
+        "report_endpoints",
+        default=[],
+        help="Base URLs of clouddisco-api (e.g. http://controller:9797, or the "
+        "HAProxy in front of the replicas) to which the agent also sends its "
+        "state reports, signed with [health] report_key, when the RPC report "
+        "has not been answered within a third of report_interval. Reports then "
+        "need neither RabbitMQ nor a scheduler, so a broker or scheduler "
+        "outage does not make the node fence itself. Empty: RPC only.",
+    ),
     cfg.FloatOpt(
         "guard_timeout",
         default=1.0,
@@ -186,6 +196,14 @@ HEALTH_OPTS = [
         default=0.5,
         min=0.05,
         help="Seconds between health monitor passes.",
+    ),
+    cfg.StrOpt(
+        "report_key",
+        secret=True,
+        help="Shared secret that signs (HMAC-SHA256) the state reports agents send "
+        "over HTTP ([agent] report_endpoints). Set the same value on the API "
+        "replicas and every network node. Unset: the API refuses such reports "
+        "(404) and agents report over RPC only.",
     ),
     cfg.FloatOpt(
         "pending_retry_time",

@@ -3,6 +3,7 @@
 import oslo_messaging
 from oslo_log import log as logging
 
+from clouddisco import heartbeat
 from clouddisco import rpc
 from clouddisco.db import api as db_api
 from clouddisco.scheduler import dispatch
@@ -85,18 +86,13 @@ class ReportEndpoint:
 
     @rpc.validated("report_state")
     def report_state(self, ctxt, host, state):
-        generation = state.get("lease_generation")
-        agent = self.db.record_heartbeat(
-            host, generation if isinstance(generation, int) else None)
-        if agent is None:
+        reply = heartbeat.receive(self.db, host, state, self.lease_time)
+        if not reply["registered"]:
             # Unknown, declared dead, or a superseded process: it must register
             # (and resync) before it may serve again.
             LOG.info("report from %s (lease generation %s) renews nothing: the agent "
-                     "must register again", host, generation)
-            return {"registered": False}
-        return {"registered": True, "agent_id": agent["id"],
-                "lease_generation": agent["lease_generation"],
-                "lease_time": self.lease_time}
+                     "must register again", host, state.get("lease_generation"))
+        return reply
 
     @rpc.validated("renew_lease")
     def renew_lease(self, ctxt, host, generation):

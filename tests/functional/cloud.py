@@ -102,7 +102,8 @@ class Cloud(fixtures.Fixture):
                  check_interval: float = 0.5, lease_time: float = 2.0,
                  restart_grace: float = 5.0, guards: bool = True, schedulers: int = 1,
                  max_dead_fraction: float = 0.5, proxied_agents: tuple[str, ...] = (),
-                 proxied_schedulers: tuple[int, ...] = (), debug: bool = False) -> None:
+                 proxied_schedulers: tuple[int, ...] = (), debug: bool = False,
+                 http_reports: bool = True) -> None:
         super().__init__()
         self.agent_names = list(agents)
         self.external_transport_url = transport_url
@@ -114,6 +115,9 @@ class Cloud(fixtures.Fixture):
         self.guards = guards
         self.scheduler_count = schedulers
         self.max_dead_fraction = max_dead_fraction
+        # Agents also report over HTTP to the API when RPC does not answer
+        # ([agent] report_endpoints), as a production node would be set up.
+        self.http_reports = http_reports
         # Processes that reach RabbitMQ through a TcpProxy a test can cut
         # (agents by name, schedulers by number); the agent's node guard uses
         # its agent's proxy, as it would share the node's network.
@@ -164,8 +168,33 @@ class Cloud(fixtures.Fixture):
             netloc=f"{url.username}:{url.password}@127.0.0.1:{proxy.port}"))
 
     def proxy(self, process: str) -> tcpproxy.TcpProxy:
-        """The proxy of ``agent-<name>`` or ``scheduler-<n>``."""
+        """The proxy of ``agent-<name>`` or ``scheduler-<n>`` (their broker
+        link), or ``agent-<name>-api`` (a proxied agent's HTTP reports)."""
         return self.proxies[process]
+
+    def _report_endpoint(self, name: str) -> str | None:
+        """Where agent ``name`` sends HTTP reports: the API, through a proxy of
+        its own when the agent is proxied (its node's whole network)."""
+        if not self.http_reports:
+            return None
+        key = f"agent-{name}-api"
+        if f"agent-{name}" in self.proxied and key not in self.proxies:
+            proxy = tcpproxy.TcpProxy("127.0.0.1", self.api_port).start()
+            self.addCleanup(proxy.close)
+            self.proxies[key] = proxy
+        port = self.proxies[key].port if key in self.proxies else self.api_port
+        return f"http://127.0.0.1:{port}"
+
+    def cut_off(self, name: str, mode: str = "reset") -> None:
+        """Cut a proxied agent's node off from the whole control plane."""
+        for key in (f"agent-{name}", f"agent-{name}-api"):
+            if key in self.proxies:
+                self.proxies[key].cut(mode)
+
+    def reconnect(self, name: str) -> None:
+        for key in (f"agent-{name}", f"agent-{name}-api"):
+            if key in self.proxies:
+                self.proxies[key].restore()
 
     def _make_vhost(self) -> str:
         vhost = self.token
@@ -187,7 +216,8 @@ class Cloud(fixtures.Fixture):
         return os.path.join(self.tmp, f"state-{agent}")
 
     def write_config(self, name: str, host: str, prefix: str = "qrouter-",
-                     transport_url: str | None = None, state_dir: str | None = None) -> str:
+                     transport_url: str | None = None, state_dir: str | None = None,
+                     report_endpoint: str | None = None) -> str:
         text = f"""
 [DEFAULT]
 host = {host}
@@ -206,7 +236,9 @@ namespace_prefix = {prefix}
 external_bridge = {self.bridge.name}
 report_interval = {self.report_interval}
 state_dir = {state_dir or os.path.join(self.tmp, "state")}
+report_endpoints = {report_endpoint or ""}
 [health]
+report_key = {self.token if self.http_reports else ""}
 agent_down_time = {self.agent_down_time}
 check_interval = {self.check_interval}
 lease_time = {self.lease_time}
@@ -246,7 +278,8 @@ heartbeat_timeout_threshold = 6
 
     def start_agent(self, name: str, transport_url: str | None = None) -> Process:
         self.write_config(f"agent-{name}", host=self.host(name), prefix=self.prefix(name),
-                          transport_url=transport_url, state_dir=self.state_dir(name))
+                          transport_url=transport_url, state_dir=self.state_dir(name),
+                          report_endpoint=self._report_endpoint(name))
         return self.start(f"agent-{name}", "clouddisco-l3-agent", config=f"agent-{name}")
 
     def start_guard(self, name: str) -> Process:

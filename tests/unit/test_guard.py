@@ -133,7 +133,7 @@ class NodeGuardTest(testtools.TestCase):
         self.agent_lease(pid=999_999, now=now)
         self.agent_running_as(999_999)
         t = now
-        while self.guard.tick(t) != "fenced":
+        while self.tick_and_settle(t) != "fenced":
             t += 0.5
             self.assertLess(t, now + 10)
         self.assertGreater(t - now, 5.0)

@@ -1,0 +1,62 @@
+"""State reports (heartbeats), whichever way they arrive.
+
+An agent reports over RPC (the ``clouddisco-reports`` topic, taken by the
+scheduler's report workers) and, when that path does not answer in time, over
+HTTP to the API replicas (``POST /v1/agent-reports``), signed with a shared
+key. The second path needs neither RabbitMQ nor a scheduler, so the data
+plane rides through the loss of either: Octavia's amphorae report to their
+health managers the same way, around the message bus.
+
+Both paths end in the same database write (``Database.record_heartbeat``,
+stamped with the database's clock) and the same answer, so the lease rule is
+unchanged: the node counts its lease from when it *sent* the report, the
+server counts ``agent_down_time`` from when it *received* it. A report that
+arrives late, by either path, only makes the server wait longer.
+
+This module imports no service: the scheduler, the API and the agent share it.
+"""
+
+import hashlib
+import hmac
+from typing import Any
+
+import jsonschema
+
+SIGNATURE_HEADER = "X-Clouddisco-Signature"
+HTTP_PATH = "/v1/agent-reports"
+
+REPORT_SCHEMA = {
+    "type": "object",
+    "required": ["host", "state"],
+    "properties": {
+        "host": {"type": "string", "minLength": 1, "maxLength": 255},
+        "state": {"type": "object",
+                  "required": ["lease_generation"],
+                  "properties": {"lease_generation": {"type": "integer", "minimum": 1}}},
+    },
+    "additionalProperties": False,
+}
+# Compiled once: this is the hot path of every node's heartbeat.
+REPORT_VALIDATOR = jsonschema.validators.validator_for(REPORT_SCHEMA)(REPORT_SCHEMA)
+
+
+def receive(db: Any, host: str, state: dict, lease_time: float) -> dict:
+    """Record a received state report; the answer both paths send back.
+
+    ``registered`` False: unknown, declared dead, or a superseded generation:
+    the agent must register (and resync) before it may serve again.
+    """
+    generation = state.get("lease_generation")
+    agent = db.record_heartbeat(host, generation if isinstance(generation, int) else None)
+    if agent is None:
+        return {"registered": False}
+    return {"registered": True, "agent_id": agent["id"],
+            "lease_generation": agent["lease_generation"], "lease_time": lease_time}
+
+
+def sign(key: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signature_valid(key: str, body: bytes, signature: str | None) -> bool:
+    return bool(signature) and hmac.compare_digest(sign(key, body), signature)
