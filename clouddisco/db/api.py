@@ -23,6 +23,7 @@ from oslo_db.sqlalchemy import enginefacade
 from oslo_log import log as logging
 from oslo_utils import uuidutils
 from sqlalchemy import orm
+from sqlalchemy.ext import compiler as sa_compiler
 
 from clouddisco import exceptions
 from clouddisco.db import models as m
@@ -41,7 +42,35 @@ _retry = oslo_db_api.wrap_db_retry(max_retries=8, retry_interval=0.02,
 
 
 def utcnow() -> datetime.datetime:
+    """This process's UTC clock. Never for liveness: heartbeats, deaths, fences
+    and every cutoff compared with them use ``_db_now`` (one clock for all
+    replicas; a skew or NTP step between them must not move a serving router)."""
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+class db_utcnow(sa.sql.expression.FunctionElement):
+    """The database server's "now": naive UTC with microseconds, like the columns."""
+
+    type = sa.DateTime()
+    inherit_cache = True
+
+
+@sa_compiler.compiles(db_utcnow)
+def _db_utcnow_default(element, compiler, **kw) -> str:
+    return "UTC_TIMESTAMP(6)"  # MySQL / MariaDB
+
+
+@sa_compiler.compiles(db_utcnow, "sqlite")
+def _db_utcnow_sqlite(element, compiler, **kw) -> str:
+    # Milliseconds only, but the same clock for every connection of the file.
+    return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
+def _db_now(s: orm.Session) -> datetime.datetime:
+    """Read the database clock once per transaction: every stamp and cutoff of
+    the transaction uses this one value, so they agree with each other and with
+    what every other replica writes."""
+    return s.scalar(sa.select(db_utcnow()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +118,11 @@ class Database:
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 
+    def now(self) -> datetime.datetime:
+        """The database clock (naive UTC): what every liveness stamp uses."""
+        with self._session() as s:
+            return _db_now(s)
+
     def create_schema(self) -> None:
         """Create the tables directly (unit tests); deployments use alembic."""
         m.Base.metadata.create_all(self.engine)
@@ -115,7 +149,7 @@ class Database:
                 ip = gateway_ip
             else:
                 ip = _first_free_ip(external_cidr, used | set(reserved_ips))
-            now = utcnow()
+            now = _db_now(s)
             router = m.Router(id=uuidutils.generate_uuid(), project_id=project_id,
                               name=name, ha=ha, gateway_ip=ip,
                               gateway_prefixlen=external_cidr.prefixlen,
@@ -158,7 +192,7 @@ class Database:
                 router.status = m.DELETING
                 router.status_reason = None
                 router.generation += 1
-                router.updated_at = utcnow()
+                router.updated_at = _db_now(s)
             return _router_dict(router, None)
 
     @_retry
@@ -192,8 +226,8 @@ class Database:
     def register_agent(self, host: str, namespace_prefix: str,
                        agent_type: str = "l3") -> dict:
         """Create or refresh an agent row; a (re)start bumps lease_generation."""
-        now = utcnow()
         with self._session() as s:
+            now = _db_now(s)
             agent = s.scalars(sa.select(m.Agent).where(m.Agent.host == host)).first()
             if agent is None:
                 agent = m.Agent(id=uuidutils.generate_uuid(), host=host,
@@ -220,8 +254,8 @@ class Database:
         and only while the agent is not declared dead: a dead or superseded
         agent process must register again (and resync) before it serves.
         """
-        now = utcnow()
         with self._session() as s:
+            now = _db_now(s)
             agent = s.scalars(sa.select(m.Agent).where(m.Agent.host == host)).first()
             if agent is None or agent.dead_since is not None:
                 return None
@@ -243,8 +277,8 @@ class Database:
         The agent is dead from now on, so the monitor moves its routers at once.
         None when the report is stale (the agent registered again since).
         """
-        now = utcnow()
         with self._session() as s:
+            now = _db_now(s)
             agent = s.scalars(sa.select(m.Agent).where(m.Agent.host == host)).first()
             if agent is None or agent.lease_generation != generation:
                 return None
@@ -257,8 +291,8 @@ class Database:
 
     def list_agents(self, down_time: float) -> list[dict]:
         with self._session() as s:
+            now = _db_now(s)
             rows = s.execute(_agents_with_load().order_by(m.Agent.host))
-            now = utcnow()
             return [_agent_dict(a, load, now, down_time) for a, load in rows]
 
     def get_agent(self, agent_id: str, down_time: float) -> dict:
@@ -266,7 +300,7 @@ class Database:
             row = s.execute(_agents_with_load().where(m.Agent.id == agent_id)).first()
             if row is None:
                 raise exceptions.NotFound(f"agent {agent_id} not found")
-            return _agent_dict(row[0], row[1], utcnow(), down_time)
+            return _agent_dict(row[0], row[1], _db_now(s), down_time)
 
     @_retry
     def set_agent_admin_state(self, agent_id: str, admin_state_up: bool) -> None:
@@ -278,8 +312,8 @@ class Database:
 
     def eligible_agents(self, down_time: float) -> list[dict]:
         """Alive, enabled agents with their active router counts (``load``)."""
-        cutoff = utcnow() - datetime.timedelta(seconds=down_time)
         with self._session() as s:
+            cutoff = _db_now(s) - datetime.timedelta(seconds=down_time)
             q = _agents_with_load().where(m.Agent.admin_state_up.is_(True),
                                           m.Agent.dead_since.is_(None),
                                           m.Agent.heartbeat_at >= cutoff)
@@ -295,11 +329,11 @@ class Database:
             if router is None or router.status == m.DELETING:
                 return False
             s.add(m.RouterBinding(router_id=router_id, role=m.ROLE_ACTIVE,
-                                  agent_id=agent_id, generation=0, bound_at=utcnow()))
+                                  agent_id=agent_id, generation=0, bound_at=_db_now(s)))
             router.status = m.PENDING
             router.status_reason = None
             router.generation += 1
-            router.updated_at = utcnow()
+            router.updated_at = _db_now(s)
             try:
                 s.flush()
             except db_exc.DBDuplicateEntry:
@@ -312,7 +346,7 @@ class Database:
             s.execute(sa.update(m.Router)
                       .where(m.Router.id == router_id, m.Router.status != m.DELETING)
                       .values(status=m.ERROR, status_reason=reason[:255],
-                              generation=m.Router.generation + 1, updated_at=utcnow()))
+                              generation=m.Router.generation + 1, updated_at=_db_now(s)))
 
     def routers_bound_to(self, host: str) -> list[dict]:
         """Every router actively bound to ``host`` (what its agent must run)."""
@@ -332,12 +366,12 @@ class Database:
         from a router's previous agent must not overwrite the new placement.
         Returns {router_id: what happened} for logging.
         """
-        now = utcnow()
         outcome: dict[str, str] = {}
         ids = list(reports)
         # A few set-based statements per batch, not a few per router: a
         # failover brings hundreds of reports per agent at once.
         with self._session() as s:
+            now = _db_now(s)
             agent = s.scalars(sa.select(m.Agent).where(m.Agent.host == host)).first()
             if agent is None:
                 return {rid: "unknown host" for rid in reports}
@@ -393,10 +427,10 @@ class Database:
 
         Conditional on the heartbeat seen, so a report that lands meanwhile wins.
         """
-        now = utcnow()
-        cutoff = now - datetime.timedelta(seconds=down_time)
         marked = []
         with self._session() as s:
+            now = _db_now(s)
+            cutoff = now - datetime.timedelta(seconds=down_time)
             q = sa.select(m.Agent).where(m.Agent.dead_since.is_(None),
                                          m.Agent.heartbeat_at < cutoff)
             if agent_ids is not None:
@@ -412,12 +446,26 @@ class Database:
                     marked.append(dict(_agent_row(agent), dead_since=now))
         return marked
 
-    def next_agent_expiry(self, down_time: float) -> datetime.datetime | None:
-        """When the first agent now alive will have been silent for ``down_time``."""
+    def seconds_to_next_expiry(self, down_time: float,
+                               after: datetime.datetime | None = None) -> float | None:
+        """Seconds (database clock) until the first agent now alive will have
+        been silent for ``down_time``; negative when that is already past.
+
+        ``after``: only expiries later than this database time count (the
+        start of the caller's last pass, which already judged the earlier
+        ones). None when no such agent.
+        """
         with self._session() as s:
-            oldest = s.scalar(sa.select(sa.func.min(m.Agent.heartbeat_at))
-                              .where(m.Agent.dead_since.is_(None)))
-        return oldest + datetime.timedelta(seconds=down_time) if oldest else None
+            now = _db_now(s)
+            q = sa.select(sa.func.min(m.Agent.heartbeat_at)).where(
+                m.Agent.dead_since.is_(None))
+            if after is not None:
+                q = q.where(m.Agent.heartbeat_at >
+                            after - datetime.timedelta(seconds=down_time))
+            oldest = s.scalar(q)
+        if oldest is None:
+            return None
+        return (oldest + datetime.timedelta(seconds=down_time) - now).total_seconds()
 
     def bindings_on_dead_agents(self, agent_ids: Sequence[str] | None = None) -> list[dict]:
         """Active bindings whose agent is declared dead: the routers to move,
@@ -463,7 +511,7 @@ class Database:
         for mv in moves:
             by_agent.setdefault(mv.old_agent_id, []).append(mv)
         with self._session() as s:
-            now = utcnow()
+            now = _db_now(s)
             for agent_id, agent_moves in by_agent.items():
                 guard = s.execute(sa.update(m.Agent).where(
                     m.Agent.id == agent_id, m.Agent.dead_since.is_not(None),
@@ -530,15 +578,18 @@ class Database:
 
     def agent_health(self) -> list[dict]:
         """Every agent with what the monitor needs: admin state, heartbeat,
-        death, fence and ``load`` (active routers)."""
+        death, fence, ``load`` (active routers) and ``silence`` (seconds since
+        its last report, by the database clock)."""
         with self._session() as s:
-            return [dict(_agent_row(a), load=int(load))
+            now = _db_now(s)
+            return [dict(_agent_row(a), load=int(load),
+                         silence=(now - a.heartbeat_at).total_seconds())
                     for a, load in s.execute(_agents_with_load())]
 
     def live_services(self, binary: str, down_time: float) -> list[str]:
         """Hosts of ``binary`` replicas that heartbeated within ``down_time``."""
-        cutoff = utcnow() - datetime.timedelta(seconds=down_time)
         with self._session() as s:
+            cutoff = _db_now(s) - datetime.timedelta(seconds=down_time)
             return sorted(s.scalars(sa.select(m.Service.host).where(
                 m.Service.binary == binary, m.Service.heartbeat_at >= cutoff)))
 
@@ -552,10 +603,10 @@ class Database:
         ``older_than`` seconds: send them again;
         ``deleting_unbound``: DELETING with no binding: drop them.
         """
-        now = utcnow()
-        cutoff = now - datetime.timedelta(seconds=older_than)
-        unbound_cutoff = now - datetime.timedelta(seconds=unbound_older_than)
         with self._session() as s:
+            now = _db_now(s)
+            cutoff = now - datetime.timedelta(seconds=older_than)
+            unbound_cutoff = now - datetime.timedelta(seconds=unbound_older_than)
             rows = s.execute(_routers_with_agent().where(
                 m.Router.status.in_([m.PENDING, m.DELETING, m.ERROR]))).all()
             out: dict[str, list[dict]] = {"unbound": [], "pending": [],
@@ -582,7 +633,7 @@ class Database:
     def touch_routers(self, router_ids: Sequence[str]) -> None:
         with self._session() as s:
             s.execute(sa.update(m.Router).where(m.Router.id.in_(list(router_ids)))
-                      .values(updated_at=utcnow()))
+                      .values(updated_at=_db_now(s)))
 
     # ------------------------------------------------------------------ events
 
@@ -599,14 +650,15 @@ class Database:
         """An event that moved nothing (e.g. a failover refused by a safety check)."""
         with self._session() as s:
             s.add(m.FailoverEvent(cause=cause, detected_by=detected_by,
-                                  detail=detail[:1024], detected_at=utcnow()))
+                                  detail=detail[:1024], detected_at=_db_now(s)))
 
     # ---------------------------------------------------------------- services
 
     @_retry
-    def heartbeat_service(self, binary: str, host: str) -> None:
-        now = utcnow()
+    def heartbeat_service(self, binary: str, host: str) -> datetime.datetime:
+        """Stamp this replica's heartbeat; return the database time it used."""
         with self._session() as s:
+            now = _db_now(s)
             done = s.execute(sa.update(m.Service)
                              .where(m.Service.binary == binary, m.Service.host == host)
                              .values(heartbeat_at=now)).rowcount
@@ -617,6 +669,7 @@ class Database:
                     s.flush()
                 except db_exc.DBDuplicateEntry:
                     raise db_exc.RetryRequest(db_exc.DBDeadlock()) from None
+            return now
 
 
 # --------------------------------------------------------------------- helpers

@@ -59,12 +59,14 @@ class HealthMonitor:
     def next_check_delay(self) -> float:
         """Seconds to the next pass: check_interval, or less when an agent's
         silence will reach agent_down_time sooner, so that a death is seen
-        within milliseconds of the deadline rather than up to a period late."""
-        expiry = self.db.next_agent_expiry(self.agent_down_time)
-        if expiry is None:
+        within milliseconds of the deadline rather than up to a period late.
+
+        Computed by the database, from its own clock: the heartbeats are
+        stamped with it, and this replica's clock may be skewed from it."""
+        until = self.db.seconds_to_next_expiry(self.agent_down_time)
+        if until is None:
             return self.check_interval
-        until = (expiry - db_api.utcnow()).total_seconds() + 0.005
-        return min(self.check_interval, max(0.0, until))
+        return min(self.check_interval, max(0.0, until + 0.005))
 
     # ------------------------------------------------------------------ pass
 
@@ -107,7 +109,6 @@ class HealthMonitor:
         routers); a confirmed fence is evidence, not suspicion, so it does not
         count.
         """
-        now = db_api.utcnow()
         relevant = [a for a in agents if a["admin_state_up"] and
                     (a["dead_since"] is None or a["load"] > 0)]
         # Agents that lose their reports together do not reach agent_down_time
@@ -116,7 +117,7 @@ class HealthMonitor:
         suspect_after = self.agent_down_time / 2
         suspects = [a for a in relevant if a["fenced_at"] is None and
                     (a["dead_since"] is not None or
-                     (now - a["heartbeat_at"]).total_seconds() > suspect_after)]
+                     a["silence"] > suspect_after)]
         tripped = (len(relevant) >= 2 and
                    len(suspects) > self.max_dead_fraction * len(relevant))
         if tripped and not self.breaker_open:

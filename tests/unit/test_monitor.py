@@ -3,6 +3,7 @@
 import collections
 import datetime
 
+import fixtures
 import sqlalchemy as sa
 
 from clouddisco.db import api as db_api
@@ -14,7 +15,9 @@ from tests.unit import base
 DOWN = 3.0
 
 
-class MonitorTest(base.DBTestCase):
+class MonitorTestBase(base.DBTestCase):
+    """Set-up and helpers shared by the monitor tests."""
+
     def setUp(self):
         super().setUp()
         self.agents_api = base.RecordingAgentAPI()
@@ -50,6 +53,8 @@ class MonitorTest(base.DBTestCase):
     def hosts_of(self, router_ids):
         return {r["id"]: r["agent_host"] for r in self.db.routers_by_id(router_ids)}
 
+
+class MonitorTest(MonitorTestBase):
     def test_new_routers_go_to_least_loaded(self):
         self.register("a", "b")
         ids = self.place(10)
@@ -261,7 +266,7 @@ class MonitorTest(base.DBTestCase):
         self.monitor.run_once()
         with self.db.engine.begin() as conn:
             conn.execute(sa.update(models.Service).where(models.Service.host == "sched-2")
-                         .values(heartbeat_at=db_api.utcnow() - datetime.timedelta(
+                         .values(heartbeat_at=self.db.now() - datetime.timedelta(
                              seconds=5)))
         self.monitor.run_once()
         self.assertEqual(["sched-1"], self.monitor.ring_members)
@@ -303,3 +308,39 @@ class MonitorTest(base.DBTestCase):
         self.assertTrue(self.monitor.breaker_open)
         # Nothing can take a's routers (b and c look dead): unbound, not lost.
         self.assertEqual(set(), {h for h in self.hosts_of(ids).values()} & {"a"})
+
+
+class ClockSkewTest(MonitorTestBase):
+    """Scheduler replicas whose clocks disagree: liveness must not care."""
+
+    def skewed(self, seconds):
+        """This process's clock, as a replica ``seconds`` off would read it."""
+        real = db_api.utcnow
+        return fixtures.MonkeyPatch(
+            "clouddisco.db.api.utcnow",
+            lambda: real() + datetime.timedelta(seconds=seconds))
+
+    def test_skewed_replicas_never_declare_a_reporting_agent_dead(self):
+        # Replica 2 receives a's reports; its clock is 1.5 s behind. Replica 1
+        # runs the monitor; its clock is 1.5 s ahead. Same database.
+        replica2 = db_api.Database(str(self.db.engine.url))
+        self.addCleanup(replica2.engine.dispose)
+        self.register("a", "b", "c")
+        ids = self.place(6)
+        before = self.hosts_of(ids)
+        monitor1 = monitor.HealthMonitor(self.db, self.dispatcher, host="sched-1",
+                                         agent_down_time=2.5, check_interval=0.1,
+                                         pending_retry_time=10)
+        for _ in range(3):
+            with self.skewed(-1.5):
+                self.assertIsNotNone(replica2.record_heartbeat("a"))
+            with self.skewed(+1.5):
+                for h in ("b", "c"):
+                    self.db.record_heartbeat(h)
+                monitor1.run_once()
+                # Nor is a's deadline judged in the past by the skewed replica.
+                self.assertGreater(monitor1.next_check_delay(), 0.0)
+        self.assertEqual(before, self.hosts_of(ids))
+        self.assertEqual([], self.db.list_failover_events())
+        self.assertEqual({"a": True, "b": True, "c": True},
+                         {a["host"]: a["alive"] for a in self.db.list_agents(2.5)})
