@@ -73,6 +73,10 @@ def _db_now(s: orm.Session) -> datetime.datetime:
     return s.scalar(sa.select(db_utcnow()))
 
 
+class _LostRace(Exception):
+    """Roll back a transaction that lost a compare-and-swap midway."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Move:
     """One router to move off a dead agent, guarded by the binding generation."""
@@ -185,14 +189,21 @@ class Database:
 
     @_retry
     def begin_router_delete(self, router_id: str, project_id: str | None = None) -> dict:
-        """Mark a router DELETING; the scheduler and its agent finish the job."""
+        """Mark a router DELETING; the scheduler and its agent finish the job.
+
+        One conditional UPDATE (it waits for, then applies on top of, a
+        racing bind or report), bumping the generation in SQL so that every
+        compare-and-swap read before it loses. DELETING is final: no other
+        status write applies to a DELETING router.
+        """
         with self._session() as s:
             router = self._get_router_row(s, router_id, project_id)
-            if router.status != m.DELETING:
-                router.status = m.DELETING
-                router.status_reason = None
-                router.generation += 1
-                router.updated_at = _db_now(s)
+            s.execute(sa.update(m.Router)
+                      .where(m.Router.id == router.id, m.Router.status != m.DELETING)
+                      .values(status=m.DELETING, status_reason=None,
+                              generation=m.Router.generation + 1,
+                              updated_at=_db_now(s)))
+            s.refresh(router)
             return _router_dict(router, None)
 
     @_retry
@@ -323,25 +334,43 @@ class Database:
 
     @_retry
     def bind_router(self, router_id: str, agent_id: str) -> bool:
-        """Bind an unbound router. False when it is already bound or gone."""
-        with self._session() as s:
-            router = s.get(m.Router, router_id)
-            if router is None or router.status == m.DELETING:
-                return False
-            s.add(m.RouterBinding(router_id=router_id, role=m.ROLE_ACTIVE,
-                                  agent_id=agent_id, generation=0, bound_at=_db_now(s)))
-            router.status = m.PENDING
-            router.status_reason = None
-            router.generation += 1
-            router.updated_at = _db_now(s)
-            try:
-                s.flush()
-            except db_exc.DBDuplicateEntry:
-                return False  # another scheduler replica bound it first
-            return True
+        """Bind an unbound router. False when it is already bound, gone or
+        being deleted.
+
+        The status write is a compare-and-swap on the generation read: a
+        DELETE (or another replica's bind) committed between this read and
+        this write makes the bind lose, where an unconditional write would
+        bring a router the API already answered 204 for back to PENDING.
+        """
+        try:
+            with self._session() as s:
+                now = _db_now(s)
+                row = s.execute(sa.select(m.Router.status, m.Router.generation)
+                                .where(m.Router.id == router_id)).first()
+                if row is None or row.status == m.DELETING:
+                    return False
+                won = s.execute(sa.update(m.Router).where(
+                    m.Router.id == router_id, m.Router.generation == row.generation,
+                    m.Router.status != m.DELETING).values(
+                        status=m.PENDING, status_reason=None, updated_at=now,
+                        generation=m.Router.generation + 1)).rowcount
+                if not won:
+                    return False
+                try:
+                    s.execute(sa.insert(m.RouterBinding).values(
+                        router_id=router_id, role=m.ROLE_ACTIVE, agent_id=agent_id,
+                        generation=0, bound_at=now))
+                except db_exc.DBDuplicateEntry:
+                    # Already bound: undo the status write with the transaction.
+                    raise _LostRace() from None
+                return True
+        except _LostRace:
+            return False
 
     @_retry
     def set_router_error(self, router_id: str, reason: str) -> None:
+        # One UPDATE conditional on the status it finds when it writes (a
+        # locking read on InnoDB): it cannot undo a delete committed meanwhile.
         with self._session() as s:
             s.execute(sa.update(m.Router)
                       .where(m.Router.id == router_id, m.Router.status != m.DELETING)
