@@ -480,7 +480,7 @@ class Database:
         """Seconds (database clock) until the first agent now alive will have
         been silent for ``down_time``; negative when that is already past.
 
-        ``after``: only expiries later than this database time count (the
+        ``after``: only expiries at or after this database time count (the
         start of the caller's last pass, which already judged the earlier
         ones). None when no such agent.
         """
@@ -489,7 +489,9 @@ class Database:
             q = sa.select(sa.func.min(m.Agent.heartbeat_at)).where(
                 m.Agent.dead_since.is_(None))
             if after is not None:
-                q = q.where(m.Agent.heartbeat_at >
+                # An agent is dead once its silence *exceeds* down_time, so a
+                # pass at ``after`` judged the deadlines strictly before it.
+                q = q.where(m.Agent.heartbeat_at >=
                             after - datetime.timedelta(seconds=down_time))
             oldest = s.scalar(q)
         if oldest is None:

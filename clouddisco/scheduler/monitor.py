@@ -42,6 +42,9 @@ class HealthMonitor:
         self.breaker_open = False
         self.ring_members: list[str] = [host]
         self._ring = hashring.HashRing(self.ring_members)
+        # Database time at the start of the last pass: that pass judged every
+        # deadline up to it, so the next one need not run for them again.
+        self._pass_started = None
         # A failed pass (DB blip) is retried after a period; the next pass
         # re-reads everything, so nothing is lost.
         self._loop = periodic.Loop("health-monitor", self._step, check_interval)
@@ -62,8 +65,15 @@ class HealthMonitor:
         within milliseconds of the deadline rather than up to a period late.
 
         Computed by the database, from its own clock: the heartbeats are
-        stamped with it, and this replica's clock may be skewed from it."""
-        until = self.db.seconds_to_next_expiry(self.agent_down_time)
+        stamped with it, and this replica's clock may be skewed from it.
+
+        Only deadlines after the last pass started count: one already past
+        then was judged by that pass (declared dead, or deliberately not:
+        breaker open, another replica's agent), and waiting 0 for it again
+        would spin the loop against the database. A deadline that passed
+        during the pass still gets an immediate pass, exactly one."""
+        until = self.db.seconds_to_next_expiry(self.agent_down_time,
+                                               after=self._pass_started)
         if until is None:
             return self.check_interval
         return min(self.check_interval, max(0.0, until + 0.005))
@@ -73,7 +83,7 @@ class HealthMonitor:
     def run_once(self) -> None:
         # This pass is the replica's heartbeat: a replica whose monitor stops
         # passing loses its share of the ring.
-        self.db.heartbeat_service(BINARY, self.host)
+        self._pass_started = self.db.heartbeat_service(BINARY, self.host)
         self._update_ring()
         agents = self.db.agent_health()
         mine = [a["id"] for a in agents if self.owns(a["id"])]

@@ -297,6 +297,57 @@ class MonitorTest(MonitorTestBase):
         self.monitor.run_once()
         self.assertNotIn("a", set(self.hosts_of(ids).values()))
 
+    def run_loop(self, simulated_seconds, max_passes=100):
+        """Run the monitor's real loop on a simulated clock: its waits advance
+        the clock instead of sleeping. Returns the number of passes."""
+        passes = []
+        run_once = self.monitor.run_once
+
+        def counted():
+            passes.append(1)
+            run_once()
+
+        class SimulatedStop:
+            t = 0.0
+
+            def is_set(self):
+                return self.t >= simulated_seconds or len(passes) >= max_passes
+
+            def wait(self, timeout):
+                self.t += timeout
+
+        self.monitor.run_once = counted
+        self.monitor._loop._stop = SimulatedStop()
+        self.monitor._loop._run()
+        return len(passes)
+
+    def test_open_breaker_does_not_spin_the_monitor(self):
+        self.register("a", "b", "c", "d")
+        self.place(4)
+        for h in ("a", "b", "c", "d"):
+            self.age_heartbeat(h, DOWN + 1)
+        self.monitor.check_interval = 10
+        # Every deadline is past and nobody is declared dead (breaker open):
+        # a pass every check_interval, not one after another with no wait.
+        passes = self.run_loop(simulated_seconds=30)
+        self.assertTrue(self.monitor.breaker_open)
+        self.assertLessEqual(passes, 4)
+
+    def test_deadline_reached_during_a_pass_gets_one_prompt_pass(self):
+        self.register("a", "b", "c")
+        self.place(3)
+        self.monitor.check_interval = 10
+        self.monitor.run_once()
+        # a's deadline falls at the start of the pass just run: not judged yet.
+        with self.db.engine.begin() as conn:
+            conn.execute(sa.update(models.Agent).where(models.Agent.host == "a").values(
+                heartbeat_at=self.monitor._pass_started - datetime.timedelta(seconds=DOWN)))
+        self.assertEqual(0.0, self.monitor.next_check_delay())
+        self.monitor.run_once()
+        self.assertNotIn("a", {a["host"] for a in self.db.agent_health()
+                               if a["dead_since"] is None})
+        self.assertGreater(self.monitor.next_check_delay(), 0.0)
+
     def test_fenced_agent_moves_even_with_breaker_open(self):
         self.register("a", "b", "c")
         ids = self.place(6)
