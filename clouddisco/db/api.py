@@ -73,6 +73,9 @@ def _db_now(s: orm.Session) -> datetime.datetime:
     return s.scalar(sa.select(db_utcnow()))
 
 
+_KEEP = object()  # record_heartbeat: leave guard_status as it is
+
+
 class _LostRace(Exception):
     """Roll back a transaction that lost a compare-and-swap midway."""
 
@@ -258,8 +261,13 @@ class Database:
             return _agent_row(agent)
 
     @_retry
-    def record_heartbeat(self, host: str, generation: int | None = None) -> dict | None:
+    def record_heartbeat(self, host: str, generation: int | None = None,
+                         guard_status: "str | None | object" = _KEEP) -> dict | None:
         """Store a received state report; None when the report renews nothing.
+
+        ``guard_status``: what the report says of the node guard (None: it
+        does not say); left unchanged when not given (lease renewals by the
+        guard itself).
 
         A report renews the lease only for the agent's current lease generation
         and only while the agent is not declared dead: a dead or superseded
@@ -272,14 +280,17 @@ class Database:
                 return None
             if generation is not None and generation != agent.lease_generation:
                 return None
+            values: dict = {"heartbeat_at": now}
+            if guard_status is not _KEEP:
+                values["guard_status"] = guard_status
             done = s.execute(sa.update(m.Agent)
                              .where(m.Agent.id == agent.id,
                                     m.Agent.lease_generation == agent.lease_generation,
                                     m.Agent.dead_since.is_(None))
-                             .values(heartbeat_at=now)).rowcount
+                             .values(**values)).rowcount
             if not done:
                 return None
-            return dict(_agent_row(agent), heartbeat_at=now)
+            return dict(_agent_row(agent), **values)
 
     @_retry
     def fence_agent(self, host: str, generation: int) -> dict | None:
@@ -505,7 +516,8 @@ class Database:
         with self._session() as s:
             q = (sa.select(rb.router_id, rb.generation, r.status, r.gateway_ip,
                            r.gateway_prefixlen, r.gateway_mac, a.id, a.host,
-                           a.lease_generation, a.heartbeat_at, a.dead_since, a.fenced_at)
+                           a.lease_generation, a.heartbeat_at, a.dead_since, a.fenced_at,
+                           a.guard_status)
                  .join(a, a.id == rb.agent_id)
                  .join(r, r.id == rb.router_id)
                  .where(a.dead_since.is_not(None), rb.role == m.ROLE_ACTIVE)
@@ -516,9 +528,9 @@ class Database:
                      "external_gateway_ip": ip, "external_gateway_prefixlen": plen,
                      "external_gateway_mac": mac, "agent_id": agent_id, "host": host,
                      "agent_generation": lease_gen, "heartbeat_at": hb,
-                     "dead_since": dead, "fenced_at": fenced}
+                     "dead_since": dead, "fenced_at": fenced, "guard_status": guard}
                     for (rid, gen, status, ip, plen, mac, agent_id, host, lease_gen, hb,
-                         dead, fenced) in s.execute(q)]
+                         dead, fenced, guard) in s.execute(q)]
 
     @_retry
     def move_bindings(self, moves: Sequence[Move], *, cause: str, detected_by: str,
@@ -677,6 +689,25 @@ class Database:
             return [_event_dict(e) for e in s.scalars(q)]
 
     @_retry
+    def record_unguarded(self, *, agent_id: str, dead_since: datetime.datetime,
+                         last_heartbeat: datetime.datetime, detected_by: str,
+                         detail: str) -> bool:
+        """Record, once per death of ``agent_id``, that its routers were not
+        moved because its node guard was not ok. True when recorded now."""
+        with self._session() as s:
+            seen = s.scalar(sa.select(sa.func.count()).select_from(m.FailoverEvent).where(
+                m.FailoverEvent.cause == "unguarded",
+                m.FailoverEvent.old_agent_id == agent_id,
+                m.FailoverEvent.detected_at == dead_since))
+            if seen:
+                return False
+            s.add(m.FailoverEvent(cause="unguarded", detected_by=detected_by,
+                                  old_agent_id=agent_id, detail=detail[:1024],
+                                  last_heartbeat_at=last_heartbeat,
+                                  detected_at=dead_since))
+            return True
+
+    @_retry
     def record_event(self, *, cause: str, detected_by: str, detail: str) -> None:
         """An event that moved nothing (e.g. a failover refused by a safety check)."""
         with self._session() as s:
@@ -773,7 +804,7 @@ def _agent_row(a: m.Agent) -> dict:
             "admin_state_up": a.admin_state_up, "namespace_prefix": a.namespace_prefix,
             "heartbeat_at": a.heartbeat_at, "started_at": a.started_at,
             "dead_since": a.dead_since, "fenced_at": a.fenced_at,
-            "lease_generation": a.lease_generation}
+            "lease_generation": a.lease_generation, "guard_status": a.guard_status}
 
 
 def _agent_dict(a: m.Agent, load: int, now: datetime.datetime, down_time: float) -> dict:
@@ -783,7 +814,8 @@ def _agent_dict(a: m.Agent, load: int, now: datetime.datetime, down_time: float)
             "admin_state_up": a.admin_state_up, "alive": alive,
             "router_count": int(load), "namespace_prefix": a.namespace_prefix,
             "heartbeat_at": _iso(a.heartbeat_at), "started_at": _iso(a.started_at),
-            "dead_since": _iso(a.dead_since), "fenced_at": _iso(a.fenced_at)}
+            "dead_since": _iso(a.dead_since), "fenced_at": _iso(a.fenced_at),
+            "guard_status": a.guard_status}
 
 
 def _event_dict(e: m.FailoverEvent) -> dict:

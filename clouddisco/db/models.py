@@ -20,6 +20,11 @@ ERROR = "ERROR"
 DELETING = "DELETING"
 ROUTER_STATUSES = (PENDING, ACTIVE, ERROR, DELETING)
 
+# Node guard statuses an agent reports; only GUARD_OK makes a silent agent's
+# routers safe to move.
+GUARD_OK = "ok"
+GUARD_STATUSES = (GUARD_OK, "missing", "stale", "mismatch")
+
 # Binding roles. The primary key (router_id, role) lets the database itself refuse
 # a second active binding for one router.
 ROLE_ACTIVE = "active"
@@ -60,6 +65,11 @@ class Agent(Base):
     created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(Timestamp,
                                                                   nullable=False,
                                                                   default=_utcnow)
+    # The node guard (clouddisco-cleanup --daemon) as the agent's last state
+    # report saw it: one of GUARD_STATUSES, or None when the agent does not
+    # say (older agents). Without a working guard nothing removes a hung
+    # agent's routers when its lease lapses, so silence alone moves nothing.
+    guard_status: orm.Mapped[str | None] = orm.mapped_column(sa.String(16))
 
 
 class Router(Base):

@@ -5,6 +5,7 @@ from oslo_log import log as logging
 
 from clouddisco import rpc
 from clouddisco.db import api as db_api
+from clouddisco.db import models
 from clouddisco.scheduler import dispatch
 from clouddisco.scheduler import monitor as monitor_mod
 
@@ -87,7 +88,8 @@ class ReportEndpoint:
     def report_state(self, ctxt, host, state):
         generation = state.get("lease_generation")
         agent = self.db.record_heartbeat(
-            host, generation if isinstance(generation, int) else None)
+            host, generation if isinstance(generation, int) else None,
+            guard_status=_guard_status(host, state.get("guard")))
         if agent is None:
             # Unknown, declared dead, or a superseded process: it must register
             # (and resync) before it may serve again.
@@ -106,3 +108,13 @@ class ReportEndpoint:
             return {"granted": False}
         return {"granted": True, "lease_time": self.lease_time}
 
+
+def _guard_status(host: str, guard) -> str | None:
+    """The node guard's status from a state report: None when the agent does
+    not say (older agents). A value outside the contract is kept as "not ok"
+    (truncated to fit): an unknown answer is no proof the guard works."""
+    if guard is None or guard in models.GUARD_STATUSES:
+        return guard
+    # Debug: it comes with every report; the agents API shows the value.
+    LOG.debug("agent on %s reports an unknown node guard status %r", host, guard)
+    return str(guard)[:16]

@@ -148,6 +148,7 @@ class HealthMonitor:
         """Move every router bound to a dead agent (of ``agent_ids``); return
         the moves this monitor won."""
         bindings = self.db.bindings_on_dead_agents(agent_ids)
+        bindings = self._hold_unguarded(bindings)
         if not bindings:
             return []
         deleting = [b for b in bindings if b["router_status"] == models.DELETING]
@@ -202,6 +203,37 @@ class HealthMonitor:
                           len(router_ids), old, old_hosts[old], db_api.NO_AGENT_REASON,
                           ", ".join(router_ids))
         return won
+
+    def _hold_unguarded(self, bindings: list[dict]) -> list[dict]:
+        """The bindings that are safe to move (or drop): all but those of dead
+        agents that were declared dead by silence alone while their last
+        report said the node guard is not ok.
+
+        Without a working guard nothing removes a hung agent's routers from
+        its node when the lease lapses: moving them would leave two live
+        copies of each gateway. They stay bound until the node fences itself
+        (fenced_at) or the agent registers again. Old agents that do not
+        report a guard status (None) keep the old behaviour.
+        """
+        held: dict[str, list[dict]] = collections.defaultdict(list)
+        for b in bindings:
+            if b["fenced_at"] is None and b["guard_status"] not in (None, models.GUARD_OK):
+                held[b["agent_id"]].append(b)
+        for agent_id, group in held.items():
+            b = group[0]
+            silent = (b["dead_since"] - b["heartbeat_at"]).total_seconds()
+            detail = (f"agent {agent_id} on {b['host']} stopped reporting ({silent:.1f}s "
+                      f"silent when declared dead) but its last report said its node "
+                      f"guard is {b['guard_status']!r}: nothing is sure to remove its "
+                      f"{len(group)} router(s) from that node, so they were NOT moved "
+                      "(two live copies of a gateway otherwise). They stay bound to it "
+                      f"and move once {b['host']} confirms it fenced itself: restore "
+                      f"clouddisco-cleanup --daemon there, or restart the agent.")
+            if self.db.record_unguarded(agent_id=agent_id, dead_since=b["dead_since"],
+                                        last_heartbeat=b["heartbeat_at"],
+                                        detected_by=self.host, detail=detail):
+                LOG.error("failover refused: %s", detail)
+        return [b for b in bindings if b["agent_id"] not in held]
 
     def retry_unfinished(self) -> None:
         """Self-healing for lost messages and late agents, for this replica's

@@ -155,6 +155,15 @@ class APITest(base.DBTestCase):
         self.assertError(self.request("PUT", f"/v1/agents/{agent_id}", {}), 400,
                          "admin_state_up")
 
+    def test_agents_show_the_node_guard_status(self):
+        agent_id = self.db.register_agent("h1", "p-")["id"]
+        self.assertIsNone(self.request("GET", "/v1/agents").json["agents"][0]["guard_status"])
+        self.db.record_heartbeat("h1", guard_status="missing")
+        self.assertEqual("missing",
+                         self.request("GET", "/v1/agents").json["agents"][0]["guard_status"])
+        self.assertEqual("missing", self.request(
+            "GET", f"/v1/agents/{agent_id}").json["agent"]["guard_status"])
+
     def test_admin_only_resources(self):
         for path in ("/v1/agents", "/v1/failover-events"):
             self.assertError(self.request("GET", path, headers=MEMBER), 403)

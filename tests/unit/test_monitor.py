@@ -348,6 +348,51 @@ class MonitorTest(MonitorTestBase):
                                if a["dead_since"] is None})
         self.assertGreater(self.monitor.next_check_delay(), 0.0)
 
+    def test_silent_unguarded_agent_keeps_its_routers_until_it_fences(self):
+        agents = self.register("a", "b", "c")
+        ids = self.place(6)
+        on_a = sorted(rid for rid, h in self.hosts_of(ids).items() if h == "a")
+        self.db.record_heartbeat("a", guard_status="missing")
+        self.age_heartbeat("a", DOWN + 1)
+        self.agents_api.added.clear()
+        logger = self.useFixture(fixtures.FakeLogger(level="ERROR"))
+        for _ in range(3):
+            self.monitor.run_once()
+        # Declared dead, but nothing on its node is sure to remove the routers.
+        self.assertIsNotNone(next(a for a in self.db.agent_health()
+                                  if a["host"] == "a")["dead_since"])
+        self.assertEqual(on_a, sorted(self.db_routers_on("a")))
+        self.assertEqual([], self.agents_api.added)
+        [event] = self.db.list_failover_events()
+        self.assertEqual("unguarded", event["cause"])
+        self.assertEqual(agents["a"], event["old_agent_id"])
+        self.assertIsNone(event["router_id"])
+        self.assertIn("'missing'", event["detail"])
+        self.assertIn("NOT moved", event["detail"])
+        self.assertEqual(1, logger.output.count("failover refused"))
+        # The node confirms it fenced itself: now they move.
+        gen = next(a["lease_generation"] for a in self.db.agent_health()
+                   if a["host"] == "a")
+        self.db.fence_agent("a", gen)
+        self.monitor.run_once()
+        self.assertEqual([], self.db_routers_on("a"))
+        moved = [e for e in self.db.list_failover_events() if e["cause"] == "agent_fenced"]
+        self.assertEqual(on_a, sorted(e["router_id"] for e in moved))
+
+    def test_guarded_or_old_agents_fail_over_as_before(self):
+        self.register("a", "b", "c")
+        ids = self.place(6)
+        self.db.record_heartbeat("a", guard_status="ok")
+        self.db.record_heartbeat("b")  # an old agent: says nothing of a guard
+        self.age_heartbeat("a", DOWN + 1)
+        self.monitor.run_once()
+        self.age_heartbeat("b", DOWN + 1)
+        self.monitor.run_once()
+        self.assertEqual({"c"}, set(self.hosts_of(ids).values()))
+
+    def db_routers_on(self, host):
+        return [r["id"] for r in self.db.routers_bound_to(host)]
+
     def test_fenced_agent_moves_even_with_breaker_open(self):
         self.register("a", "b", "c")
         ids = self.place(6)
