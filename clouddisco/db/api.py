@@ -173,22 +173,29 @@ class Database:
                 raise db_exc.RetryRequest(db_exc.DBDeadlock()) from None
             return _router_dict(router, None)
 
-    def list_routers(self, project_id: str | None = None, limit: int = 1000) -> list[dict]:
+    def list_routers(self, project_id: str | None = None, limit: int = 1000,
+                     lease_time: float | None = None) -> list[dict]:
+        """Routers as users see them; with ``lease_time``, an ACTIVE router
+        whose node may no longer serve it is shown DOWN (see ``_router_view``)."""
         with self._session() as s:
+            now = _db_now(s)
             q = _routers_with_agent().order_by(m.Router.created_at, m.Router.id).limit(limit)
             if project_id is not None:
                 q = q.where(m.Router.project_id == project_id)
-            return [_router_dict(r, a) for r, a in s.execute(q)]
+            return [_router_view(r, a, now, lease_time) for r, a in s.execute(q)]
 
-    def get_router(self, router_id: str, project_id: str | None = None) -> dict:
+    def get_router(self, router_id: str, project_id: str | None = None,
+                   lease_time: float | None = None) -> dict:
+        """One router; ``lease_time`` as for ``list_routers``."""
         with self._session() as s:
+            now = _db_now(s)
             q = _routers_with_agent().where(m.Router.id == router_id)
             if project_id is not None:
                 q = q.where(m.Router.project_id == project_id)
             row = s.execute(q).first()
             if row is None:
                 raise exceptions.NotFound(f"router {router_id} not found")
-            return _router_dict(*row)
+            return _router_view(row[0], row[1], now, lease_time)
 
     @_retry
     def begin_router_delete(self, router_id: str, project_id: str | None = None) -> dict:
@@ -797,6 +804,33 @@ def _router_dict(r: m.Router, agent: m.Agent | None) -> dict:
             "agent_host": agent.host if agent else None,
             "generation": r.generation,
             "created_at": _iso(r.created_at), "updated_at": _iso(r.updated_at)}
+
+
+def _router_view(r: m.Router, agent: m.Agent | None, now: datetime.datetime,
+                 lease_time: float | None) -> dict:
+    """The router as the API shows it: ACTIVE only while its node may still
+    serve it. Once the agent fenced, was declared dead, or has not reported
+    for longer than ``lease_time`` (database clock), the node's guard may
+    have removed the router, so it is shown DOWN with the reason; the stored
+    status is unchanged (the monitor moves it or the agent comes back)."""
+    view = _router_dict(r, agent)
+    if lease_time is None or r.status != m.ACTIVE or agent is None:
+        return view
+    silence = (now - agent.heartbeat_at).total_seconds()
+    if agent.fenced_at is not None:
+        reason = (f"agent {agent.host} fenced its node at {_iso(agent.fenced_at)}: "
+                  "the routers there were removed")
+    elif agent.dead_since is not None:
+        reason = (f"agent {agent.host} was declared dead at {_iso(agent.dead_since)} "
+                  f"(no report for {silence:.1f}s); routers may have been removed "
+                  "on the node")
+    elif silence > lease_time:
+        reason = (f"agent {agent.host} has not reported for {silence:.1f}s "
+                  f"(lease_time {lease_time:.1f}s); routers may have been removed "
+                  "on the node")
+    else:
+        return view
+    return dict(view, status=m.DOWN, status_reason=reason[:255])
 
 
 def _agent_row(a: m.Agent) -> dict:

@@ -19,6 +19,8 @@ ACTIVE = "ACTIVE"
 ERROR = "ERROR"
 DELETING = "DELETING"
 ROUTER_STATUSES = (PENDING, ACTIVE, ERROR, DELETING)
+# Shown by the API, never stored: ACTIVE, but its node may no longer serve it.
+DOWN = "DOWN"
 
 # Node guard statuses an agent reports; only GUARD_OK makes a silent agent's
 # routers safe to move.

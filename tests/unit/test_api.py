@@ -119,6 +119,38 @@ class APITest(base.DBTestCase):
         self.assertEqual("DELETING", self.request(
             "GET", f"/v1/routers/{mine['id']}", headers=MEMBER).json["router"]["status"])
 
+    def test_active_router_on_a_lapsed_node_is_shown_down(self):
+        rid = self.request("POST", "/v1/routers", {"name": "r"}).json["router"]["id"]
+        agent = self.db.register_agent("h1", "p-")
+        self.assertTrue(self.db.bind_router(rid, agent["id"]))
+        self.db.apply_router_reports("h1", {rid: ("ACTIVE", None)})
+
+        def shown():
+            one = self.request("GET", f"/v1/routers/{rid}").json["router"]
+            [listed] = self.request("GET", "/v1/routers").json["routers"]
+            self.assertEqual(one, listed)
+            return one["status"], one["status_reason"]
+
+        self.assertEqual(("ACTIVE", None), shown())
+        # Silent for longer than lease_time (2 s): the guard may have removed it.
+        self.age_heartbeat("h1", 2.4)
+        status, reason = shown()
+        self.assertEqual("DOWN", status)
+        self.assertRegex(reason, r"^agent h1 has not reported for 2\.\d+s \(lease_time 2\.0s\)")
+        self.assertIn("removed on the node", reason)
+        # Declared dead, then fenced: still DOWN, with why.
+        self.db.mark_dead_agents(2.0)
+        self.assertIn("declared dead", shown()[1])
+        self.db.fence_agent("h1", agent["lease_generation"])
+        self.assertIn("fenced its node", shown()[1])
+        # What is stored does not change.
+        self.assertEqual("ACTIVE", self.db.get_router(rid)["status"])
+        # A router still being built is not shown DOWN: only ACTIVE is a claim.
+        self.db.register_agent("h1", "p-")
+        self.db.apply_router_reports("h1", {rid: ("ERROR", "boom")})
+        self.age_heartbeat("h1", 2.4)
+        self.assertEqual(("ERROR", "boom"), shown())
+
     def test_unknown_and_malformed_ids_are_404(self):
         self.assertError(self.request("GET", "/v1/routers/not-a-uuid"), 404)
         self.assertError(self.request(
