@@ -2,7 +2,9 @@
 running the second writer (another replica's connection) between the first
 one's read and its write. SQLite cannot interleave: it locks the file."""
 
+import datetime
 import ipaddress
+import threading
 
 import sqlalchemy as sa
 import testtools
@@ -10,7 +12,10 @@ import testtools
 from clouddisco.db import api as db_api
 from clouddisco.db import migration
 from clouddisco.db import models
+from clouddisco.scheduler import dispatch
+from clouddisco.scheduler import monitor
 from tests.functional import netlab
+from tests.unit import base
 
 
 class InterleaveMixin:
@@ -80,3 +85,91 @@ class MariaDBInterleaveTest(InterleaveMixin, testtools.TestCase):
     def make_router(self):
         return self.db.create_router(project_id="p", name="r", ha=False,
                                      external_cidr=ipaddress.IPv4Network("10.250.0.0/16"))
+
+
+class MariaDBRacingMonitorsTest(testtools.TestCase):
+    """Two scheduler replicas that both believe they own one dead agent
+    (each ring holds only itself) fail it over at the same moment."""
+
+    DOWN = 3.0
+    ROUTERS = 40
+
+    def setUp(self):
+        super().setUp()
+        self.tempdb = netlab.TempDatabase()
+        self.addCleanup(self.tempdb.drop)
+        setup = db_api.Database(self.tempdb.url)
+        self.addCleanup(setup.engine.dispose)
+        migration.upgrade(setup)
+        self.setup_db = setup
+        agents = {h: setup.register_agent(h, f"{h}-")["id"] for h in ("dead", "s1", "s2")}
+        self.agents = agents
+        net = ipaddress.IPv4Network("10.250.0.0/16")
+        self.routers = [setup.create_router(project_id="p", name=f"r{i}", ha=False,
+                                            external_cidr=net)["id"]
+                        for i in range(self.ROUTERS)]
+        for rid in self.routers:
+            self.assertTrue(setup.bind_router(rid, agents["dead"]))
+        with setup.engine.begin() as conn:
+            conn.execute(sa.update(models.Agent).where(models.Agent.host == "dead").values(
+                heartbeat_at=setup.now() - datetime.timedelta(seconds=self.DOWN + 1)))
+
+    def make_monitor(self, host, entered, barrier):
+        db = db_api.Database(self.tempdb.url)
+        self.addCleanup(db.engine.dispose)
+        agents_api = base.RecordingAgentAPI()
+        dispatcher = dispatch.RouterDispatcher(db, agents_api, self.DOWN)
+        mon = monitor.HealthMonitor(db, dispatcher, host=host, agent_down_time=self.DOWN,
+                                    check_interval=0.1, pending_retry_time=60)
+        # Each ring holds only itself: both own the dead agent.
+        mon._update_ring = lambda: None
+        move = db.move_bindings
+
+        def racing_move(moves, **kw):
+            # Both passes have read the same bindings before either moves.
+            entered.append(host)
+            barrier.wait(30)
+            return move(moves, **kw)
+
+        db.move_bindings = racing_move
+        return mon, agents_api
+
+    def test_each_router_is_moved_exactly_once(self):
+        entered: list[str] = []
+        in_move = threading.Barrier(2)
+        start = threading.Barrier(2)
+        monitors = [self.make_monitor(h, entered, in_move) for h in ("sched-1", "sched-2")]
+        for mon, _ in monitors:
+            self.assertTrue(mon.owns(self.agents["dead"]))
+        errors: list[BaseException] = []
+
+        def run(mon):
+            try:
+                start.wait(30)
+                mon.run_once()
+            except BaseException as exc:  # reported by the assertion below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(mon,)) for mon, _ in monitors]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertFalse(any(t.is_alive() for t in threads))
+        self.assertEqual([], errors)
+        # It really raced: both passes reached the move with the same plan.
+        self.assertEqual(["sched-1", "sched-2"], sorted(entered))
+        events = [e for e in self.setup_db.list_failover_events()
+                  if e["cause"] == "agent_dead"]
+        self.assertEqual(sorted(self.routers), sorted(e["router_id"] for e in events))
+        placed = {r["id"]: r["agent_host"] for r in self.setup_db.routers_by_id(self.routers)}
+        self.assertEqual({"s1", "s2"}, set(placed.values()))
+        with self.setup_db.engine.connect() as conn:
+            bindings = conn.execute(sa.select(models.RouterBinding.router_id)).scalars().all()
+        self.assertEqual(sorted(self.routers), sorted(bindings))
+        # One monitor won the agent's whole share; only it told the new agents.
+        winners = [mon.host for mon, api in monitors if api.added]
+        self.assertEqual(1, len(winners))
+        casts = [rid for _, api in monitors for h in ("s1", "s2") for rid in api.added_to(h)]
+        self.assertEqual(sorted(self.routers), sorted(casts))
+        self.assertEqual({winners[0]}, {e["detected_by"] for e in events})
