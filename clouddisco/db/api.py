@@ -213,7 +213,14 @@ class Database:
                       .values(status=m.DELETING, status_reason=None,
                               generation=m.Router.generation + 1,
                               updated_at=_db_now(s)))
-            s.refresh(router)
+            # Re-read what won: this delete, an earlier one, or a scheduler that
+            # dropped the row meanwhile (then it is gone: 404, as after it). A
+            # locking read: InnoDB's snapshot would still show the row as read.
+            router = s.scalars(sa.select(m.Router).where(m.Router.id == router.id)
+                               .with_for_update()
+                               .execution_options(populate_existing=True)).first()
+            if router is None:
+                raise exceptions.NotFound(f"router {router_id} not found")
             return _router_dict(router, None)
 
     @_retry

@@ -61,6 +61,11 @@ class InterleaveMixin:
         # The bind won first: its agent is asked to remove the router.
         self.assertEqual("a", router["agent_host"])
 
+    def test_delete_of_a_router_dropped_meanwhile_is_not_found(self):
+        rid = self.make_router()["id"]
+        self.after_first_read_of("routers", lambda: self.other.delete_router(rid))
+        self.assertRaises(db_api.exceptions.NotFound, self.db.begin_router_delete, rid)
+
     def test_error_report_between_reads_cannot_undo_a_delete(self):
         agent = self.db.register_agent("a", "a-")["id"]
         rid = self.make_router()["id"]
