@@ -117,10 +117,13 @@ class HealthMonitor:
 
         Counted over every enabled agent that still matters (alive, or dead with
         routers); a confirmed fence is evidence, not suspicion, so it does not
-        count.
+        count. Nor does a dead agent whose routers are held because its node
+        guard is not ok: that death is judged already, and counting it for as
+        long as it stays would open the breaker on the next single death.
         """
         relevant = [a for a in agents if a["admin_state_up"] and
-                    (a["dead_since"] is None or a["load"] > 0)]
+                    (a["dead_since"] is None or a["load"] > 0) and
+                    not (a["dead_since"] is not None and _unguarded(a))]
         # Agents that lose their reports together do not reach agent_down_time
         # in the same pass; counting every agent silent for half of it as a
         # suspect lets the breaker see the whole wave before the first death.
@@ -217,7 +220,7 @@ class HealthMonitor:
         """
         held: dict[str, list[dict]] = collections.defaultdict(list)
         for b in bindings:
-            if b["fenced_at"] is None and b["guard_status"] not in (None, models.GUARD_OK):
+            if _unguarded(b):
                 held[b["agent_id"]].append(b)
         for agent_id, group in held.items():
             b = group[0]
@@ -263,3 +266,10 @@ class HealthMonitor:
                 by_host[r["agent_host"]].append(r)
             for host, routers in by_host.items():
                 self.dispatcher.cast_routers(host, routers)
+
+
+def _unguarded(agent: dict) -> bool:
+    """Not fenced, and its last report said the node guard is not ok (None:
+    an older agent that does not say)."""
+    return agent["fenced_at"] is None and agent["guard_status"] not in (None,
+                                                                        models.GUARD_OK)

@@ -390,6 +390,20 @@ class MonitorTest(MonitorTestBase):
         self.monitor.run_once()
         self.assertEqual({"c"}, set(self.hosts_of(ids).values()))
 
+    def test_held_unguarded_agent_does_not_trip_the_breaker_later(self):
+        self.register("a", "b", "c")
+        self.place(6)
+        on_a = sorted(self.db_routers_on("a"))
+        self.db.record_heartbeat("a", guard_status="stale")
+        self.age_heartbeat("a", DOWN + 1)
+        self.monitor.run_once()
+        # Long after, b dies alone: one death among the agents that matter.
+        self.age_heartbeat("b", DOWN + 1)
+        self.monitor.run_once()
+        self.assertFalse(self.monitor.breaker_open)
+        self.assertEqual([], self.db_routers_on("b"))
+        self.assertEqual(on_a, sorted(self.db_routers_on("a")))
+
     def db_routers_on(self, host):
         return [r["id"] for r in self.db.routers_bound_to(host)]
 
