@@ -11,6 +11,7 @@ the ring settles is harmless: every move is a conditional UPDATE.
 """
 
 import collections
+import datetime
 
 from oslo_log import log as logging
 from tooz import hashring
@@ -44,7 +45,7 @@ class HealthMonitor:
         self._ring = hashring.HashRing(self.ring_members)
         # Database time at the start of the last pass: that pass judged every
         # deadline up to it, so the next one need not run for them again.
-        self._pass_started = None
+        self._pass_started: datetime.datetime | None = None
         # A failed pass (DB blip) is retried after a period; the next pass
         # re-reads everything, so nothing is lost.
         self._loop = periodic.Loop("health-monitor", self._step, check_interval)
