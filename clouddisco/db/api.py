@@ -828,9 +828,10 @@ def _router_view(r: m.Router, agent: m.Agent | None, now: datetime.datetime,
         reason = (f"agent {agent.host} fenced its node at {_iso(agent.fenced_at)}: "
                   "the routers there were removed")
     elif agent.dead_since is not None:
+        silent = (agent.dead_since - agent.heartbeat_at).total_seconds()
         reason = (f"agent {agent.host} was declared dead at {_iso(agent.dead_since)} "
-                  f"(no report for {silence:.1f}s); routers may have been removed "
-                  "on the node")
+                  f"after {silent:.1f}s without a report; routers may have been "
+                  "removed on the node")
     elif silence > lease_time:
         reason = (f"agent {agent.host} has not reported for {silence:.1f}s "
                   f"(lease_time {lease_time:.1f}s); routers may have been removed "

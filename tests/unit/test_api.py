@@ -128,7 +128,8 @@ class APITest(base.DBTestCase):
         def shown():
             one = self.request("GET", f"/v1/routers/{rid}").json["router"]
             [listed] = self.request("GET", "/v1/routers").json["routers"]
-            self.assertEqual(one, listed)
+            # The two reads are moments apart: the silence they quote may differ.
+            self.assertEqual(dict(one, status_reason=None), dict(listed, status_reason=None))
             return one["status"], one["status_reason"]
 
         self.assertEqual(("ACTIVE", None), shown())
