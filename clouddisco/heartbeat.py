@@ -21,6 +21,14 @@ import hmac
 from typing import Any
 
 import jsonschema
+from oslo_log import log as logging
+
+LOG = logging.getLogger(__name__)
+
+# What an agent says of its node guard in every report ("guard"); only GUARD_OK
+# lets the control plane move a silent agent's routers (see the health monitor).
+GUARD_OK = "ok"
+GUARD_STATUSES = (GUARD_OK, "missing", "stale", "mismatch")
 
 SIGNATURE_HEADER = "X-Clouddisco-Signature"
 HTTP_PATH = "/v1/agent-reports"
@@ -47,11 +55,23 @@ def receive(db: Any, host: str, state: dict, lease_time: float) -> dict:
     the agent must register (and resync) before it may serve again.
     """
     generation = state.get("lease_generation")
-    agent = db.record_heartbeat(host, generation if isinstance(generation, int) else None)
+    agent = db.record_heartbeat(host, generation if isinstance(generation, int) else None,
+                                guard_status=guard_status(host, state.get("guard")))
     if agent is None:
         return {"registered": False}
     return {"registered": True, "agent_id": agent["id"],
             "lease_generation": agent["lease_generation"], "lease_time": lease_time}
+
+
+def guard_status(host: str, guard: Any) -> str | None:
+    """The node guard's status from a state report: None when the agent does
+    not say (older agents). A value outside the contract is kept as "not ok"
+    (truncated to fit): an unknown answer is no proof the guard works."""
+    if guard is None or guard in GUARD_STATUSES:
+        return guard
+    # Debug: it comes with every report; the agents API shows the value.
+    LOG.debug("agent on %s reports an unknown node guard status %r", host, guard)
+    return str(guard)[:16]
 
 
 def sign(key: str, body: bytes) -> str:

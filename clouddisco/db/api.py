@@ -23,6 +23,7 @@ from oslo_db.sqlalchemy import enginefacade
 from oslo_log import log as logging
 from oslo_utils import uuidutils
 from sqlalchemy import orm
+from sqlalchemy.ext import compiler as sa_compiler
 
 from clouddisco import exceptions
 from clouddisco.db import models as m
@@ -41,7 +42,42 @@ _retry = oslo_db_api.wrap_db_retry(max_retries=8, retry_interval=0.02,
 
 
 def utcnow() -> datetime.datetime:
+    """This process's UTC clock. Never for liveness: heartbeats, deaths, fences
+    and every cutoff compared with them use ``_db_now`` (one clock for all
+    replicas; a skew or NTP step between them must not move a serving router)."""
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+class db_utcnow(sa.sql.expression.FunctionElement):
+    """The database server's "now": naive UTC with microseconds, like the columns."""
+
+    type = sa.DateTime()
+    inherit_cache = True
+
+
+@sa_compiler.compiles(db_utcnow)
+def _db_utcnow_default(element, compiler, **kw) -> str:
+    return "UTC_TIMESTAMP(6)"  # MySQL / MariaDB
+
+
+@sa_compiler.compiles(db_utcnow, "sqlite")
+def _db_utcnow_sqlite(element, compiler, **kw) -> str:
+    # Milliseconds only, but the same clock for every connection of the file.
+    return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
+def _db_now(s: orm.Session) -> datetime.datetime:
+    """Read the database clock once per transaction: every stamp and cutoff of
+    the transaction uses this one value, so they agree with each other and with
+    what every other replica writes."""
+    return s.scalar(sa.select(db_utcnow()))
+
+
+_KEEP = object()  # record_heartbeat: leave guard_status as it is
+
+
+class _LostRace(Exception):
+    """Roll back a transaction that lost a compare-and-swap midway."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +125,11 @@ class Database:
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 
+    def now(self) -> datetime.datetime:
+        """The database clock (naive UTC): what every liveness stamp uses."""
+        with self._session() as s:
+            return _db_now(s)
+
     def create_schema(self) -> None:
         """Create the tables directly (unit tests); deployments use alembic."""
         m.Base.metadata.create_all(self.engine)
@@ -115,7 +156,7 @@ class Database:
                 ip = gateway_ip
             else:
                 ip = _first_free_ip(external_cidr, used | set(reserved_ips))
-            now = utcnow()
+            now = _db_now(s)
             router = m.Router(id=uuidutils.generate_uuid(), project_id=project_id,
                               name=name, ha=ha, gateway_ip=ip,
                               gateway_prefixlen=external_cidr.prefixlen,
@@ -132,33 +173,54 @@ class Database:
                 raise db_exc.RetryRequest(db_exc.DBDeadlock()) from None
             return _router_dict(router, None)
 
-    def list_routers(self, project_id: str | None = None, limit: int = 1000) -> list[dict]:
+    def list_routers(self, project_id: str | None = None, limit: int = 1000,
+                     lease_time: float | None = None) -> list[dict]:
+        """Routers as users see them; with ``lease_time``, an ACTIVE router
+        whose node may no longer serve it is shown DOWN (see ``_router_view``)."""
         with self._session() as s:
+            now = _db_now(s)
             q = _routers_with_agent().order_by(m.Router.created_at, m.Router.id).limit(limit)
             if project_id is not None:
                 q = q.where(m.Router.project_id == project_id)
-            return [_router_dict(r, a) for r, a in s.execute(q)]
+            return [_router_view(r, a, now, lease_time) for r, a in s.execute(q)]
 
-    def get_router(self, router_id: str, project_id: str | None = None) -> dict:
+    def get_router(self, router_id: str, project_id: str | None = None,
+                   lease_time: float | None = None) -> dict:
+        """One router; ``lease_time`` as for ``list_routers``."""
         with self._session() as s:
+            now = _db_now(s)
             q = _routers_with_agent().where(m.Router.id == router_id)
             if project_id is not None:
                 q = q.where(m.Router.project_id == project_id)
             row = s.execute(q).first()
             if row is None:
                 raise exceptions.NotFound(f"router {router_id} not found")
-            return _router_dict(*row)
+            return _router_view(row[0], row[1], now, lease_time)
 
     @_retry
     def begin_router_delete(self, router_id: str, project_id: str | None = None) -> dict:
-        """Mark a router DELETING; the scheduler and its agent finish the job."""
+        """Mark a router DELETING; the scheduler and its agent finish the job.
+
+        One conditional UPDATE (it waits for, then applies on top of, a
+        racing bind or report), bumping the generation in SQL so that every
+        compare-and-swap read before it loses. DELETING is final: no other
+        status write applies to a DELETING router.
+        """
         with self._session() as s:
             router = self._get_router_row(s, router_id, project_id)
-            if router.status != m.DELETING:
-                router.status = m.DELETING
-                router.status_reason = None
-                router.generation += 1
-                router.updated_at = utcnow()
+            s.execute(sa.update(m.Router)
+                      .where(m.Router.id == router.id, m.Router.status != m.DELETING)
+                      .values(status=m.DELETING, status_reason=None,
+                              generation=m.Router.generation + 1,
+                              updated_at=_db_now(s)))
+            # Re-read what won: this delete, an earlier one, or a scheduler that
+            # dropped the row meanwhile (then it is gone: 404, as after it). A
+            # locking read: InnoDB's snapshot would still show the row as read.
+            router = s.scalars(sa.select(m.Router).where(m.Router.id == router.id)
+                               .with_for_update()
+                               .execution_options(populate_existing=True)).first()
+            if router is None:
+                raise exceptions.NotFound(f"router {router_id} not found")
             return _router_dict(router, None)
 
     @_retry
@@ -192,8 +254,8 @@ class Database:
     def register_agent(self, host: str, namespace_prefix: str,
                        agent_type: str = "l3") -> dict:
         """Create or refresh an agent row; a (re)start bumps lease_generation."""
-        now = utcnow()
         with self._session() as s:
+            now = _db_now(s)
             agent = s.scalars(sa.select(m.Agent).where(m.Agent.host == host)).first()
             if agent is None:
                 agent = m.Agent(id=uuidutils.generate_uuid(), host=host,
@@ -213,28 +275,36 @@ class Database:
             return _agent_row(agent)
 
     @_retry
-    def record_heartbeat(self, host: str, generation: int | None = None) -> dict | None:
+    def record_heartbeat(self, host: str, generation: int | None = None,
+                         guard_status: "str | None | object" = _KEEP) -> dict | None:
         """Store a received state report; None when the report renews nothing.
+
+        ``guard_status``: what the report says of the node guard (None: it
+        does not say); left unchanged when not given (lease renewals by the
+        guard itself).
 
         A report renews the lease only for the agent's current lease generation
         and only while the agent is not declared dead: a dead or superseded
         agent process must register again (and resync) before it serves.
         """
-        now = utcnow()
         with self._session() as s:
+            now = _db_now(s)
             agent = s.scalars(sa.select(m.Agent).where(m.Agent.host == host)).first()
             if agent is None or agent.dead_since is not None:
                 return None
             if generation is not None and generation != agent.lease_generation:
                 return None
+            values: dict = {"heartbeat_at": now}
+            if guard_status is not _KEEP:
+                values["guard_status"] = guard_status
             done = s.execute(sa.update(m.Agent)
                              .where(m.Agent.id == agent.id,
                                     m.Agent.lease_generation == agent.lease_generation,
                                     m.Agent.dead_since.is_(None))
-                             .values(heartbeat_at=now)).rowcount
+                             .values(**values)).rowcount
             if not done:
                 return None
-            return dict(_agent_row(agent), heartbeat_at=now)
+            return dict(_agent_row(agent), **values)
 
     @_retry
     def fence_agent(self, host: str, generation: int) -> dict | None:
@@ -243,8 +313,8 @@ class Database:
         The agent is dead from now on, so the monitor moves its routers at once.
         None when the report is stale (the agent registered again since).
         """
-        now = utcnow()
         with self._session() as s:
+            now = _db_now(s)
             agent = s.scalars(sa.select(m.Agent).where(m.Agent.host == host)).first()
             if agent is None or agent.lease_generation != generation:
                 return None
@@ -257,8 +327,8 @@ class Database:
 
     def list_agents(self, down_time: float) -> list[dict]:
         with self._session() as s:
+            now = _db_now(s)
             rows = s.execute(_agents_with_load().order_by(m.Agent.host))
-            now = utcnow()
             return [_agent_dict(a, load, now, down_time) for a, load in rows]
 
     def get_agent(self, agent_id: str, down_time: float) -> dict:
@@ -266,7 +336,7 @@ class Database:
             row = s.execute(_agents_with_load().where(m.Agent.id == agent_id)).first()
             if row is None:
                 raise exceptions.NotFound(f"agent {agent_id} not found")
-            return _agent_dict(row[0], row[1], utcnow(), down_time)
+            return _agent_dict(row[0], row[1], _db_now(s), down_time)
 
     @_retry
     def set_agent_admin_state(self, agent_id: str, admin_state_up: bool) -> None:
@@ -278,8 +348,8 @@ class Database:
 
     def eligible_agents(self, down_time: float) -> list[dict]:
         """Alive, enabled agents with their active router counts (``load``)."""
-        cutoff = utcnow() - datetime.timedelta(seconds=down_time)
         with self._session() as s:
+            cutoff = _db_now(s) - datetime.timedelta(seconds=down_time)
             q = _agents_with_load().where(m.Agent.admin_state_up.is_(True),
                                           m.Agent.dead_since.is_(None),
                                           m.Agent.heartbeat_at >= cutoff)
@@ -289,30 +359,48 @@ class Database:
 
     @_retry
     def bind_router(self, router_id: str, agent_id: str) -> bool:
-        """Bind an unbound router. False when it is already bound or gone."""
-        with self._session() as s:
-            router = s.get(m.Router, router_id)
-            if router is None or router.status == m.DELETING:
-                return False
-            s.add(m.RouterBinding(router_id=router_id, role=m.ROLE_ACTIVE,
-                                  agent_id=agent_id, generation=0, bound_at=utcnow()))
-            router.status = m.PENDING
-            router.status_reason = None
-            router.generation += 1
-            router.updated_at = utcnow()
-            try:
-                s.flush()
-            except db_exc.DBDuplicateEntry:
-                return False  # another scheduler replica bound it first
-            return True
+        """Bind an unbound router. False when it is already bound, gone or
+        being deleted.
+
+        The status write is a compare-and-swap on the generation read: a
+        DELETE (or another replica's bind) committed between this read and
+        this write makes the bind lose, where an unconditional write would
+        bring a router the API already answered 204 for back to PENDING.
+        """
+        try:
+            with self._session() as s:
+                now = _db_now(s)
+                row = s.execute(sa.select(m.Router.status, m.Router.generation)
+                                .where(m.Router.id == router_id)).first()
+                if row is None or row.status == m.DELETING:
+                    return False
+                won = s.execute(sa.update(m.Router).where(
+                    m.Router.id == router_id, m.Router.generation == row.generation,
+                    m.Router.status != m.DELETING).values(
+                        status=m.PENDING, status_reason=None, updated_at=now,
+                        generation=m.Router.generation + 1)).rowcount
+                if not won:
+                    return False
+                try:
+                    s.execute(sa.insert(m.RouterBinding).values(
+                        router_id=router_id, role=m.ROLE_ACTIVE, agent_id=agent_id,
+                        generation=0, bound_at=now))
+                except db_exc.DBDuplicateEntry:
+                    # Already bound: undo the status write with the transaction.
+                    raise _LostRace() from None
+                return True
+        except _LostRace:
+            return False
 
     @_retry
     def set_router_error(self, router_id: str, reason: str) -> None:
+        # One UPDATE conditional on the status it finds when it writes (a
+        # locking read on InnoDB): it cannot undo a delete committed meanwhile.
         with self._session() as s:
             s.execute(sa.update(m.Router)
                       .where(m.Router.id == router_id, m.Router.status != m.DELETING)
                       .values(status=m.ERROR, status_reason=reason[:255],
-                              generation=m.Router.generation + 1, updated_at=utcnow()))
+                              generation=m.Router.generation + 1, updated_at=_db_now(s)))
 
     def routers_bound_to(self, host: str) -> list[dict]:
         """Every router actively bound to ``host`` (what its agent must run)."""
@@ -332,12 +420,12 @@ class Database:
         from a router's previous agent must not overwrite the new placement.
         Returns {router_id: what happened} for logging.
         """
-        now = utcnow()
         outcome: dict[str, str] = {}
         ids = list(reports)
         # A few set-based statements per batch, not a few per router: a
         # failover brings hundreds of reports per agent at once.
         with self._session() as s:
+            now = _db_now(s)
             agent = s.scalars(sa.select(m.Agent).where(m.Agent.host == host)).first()
             if agent is None:
                 return {rid: "unknown host" for rid in reports}
@@ -393,10 +481,10 @@ class Database:
 
         Conditional on the heartbeat seen, so a report that lands meanwhile wins.
         """
-        now = utcnow()
-        cutoff = now - datetime.timedelta(seconds=down_time)
         marked = []
         with self._session() as s:
+            now = _db_now(s)
+            cutoff = now - datetime.timedelta(seconds=down_time)
             q = sa.select(m.Agent).where(m.Agent.dead_since.is_(None),
                                          m.Agent.heartbeat_at < cutoff)
             if agent_ids is not None:
@@ -412,12 +500,28 @@ class Database:
                     marked.append(dict(_agent_row(agent), dead_since=now))
         return marked
 
-    def next_agent_expiry(self, down_time: float) -> datetime.datetime | None:
-        """When the first agent now alive will have been silent for ``down_time``."""
+    def seconds_to_next_expiry(self, down_time: float,
+                               after: datetime.datetime | None = None) -> float | None:
+        """Seconds (database clock) until the first agent now alive will have
+        been silent for ``down_time``; negative when that is already past.
+
+        ``after``: only expiries at or after this database time count (the
+        start of the caller's last pass, which already judged the earlier
+        ones). None when no such agent.
+        """
         with self._session() as s:
-            oldest = s.scalar(sa.select(sa.func.min(m.Agent.heartbeat_at))
-                              .where(m.Agent.dead_since.is_(None)))
-        return oldest + datetime.timedelta(seconds=down_time) if oldest else None
+            now = _db_now(s)
+            q = sa.select(sa.func.min(m.Agent.heartbeat_at)).where(
+                m.Agent.dead_since.is_(None))
+            if after is not None:
+                # An agent is dead once its silence *exceeds* down_time, so a
+                # pass at ``after`` judged the deadlines strictly before it.
+                q = q.where(m.Agent.heartbeat_at >=
+                            after - datetime.timedelta(seconds=down_time))
+            oldest = s.scalar(q)
+        if oldest is None:
+            return None
+        return (oldest + datetime.timedelta(seconds=down_time) - now).total_seconds()
 
     def bindings_on_dead_agents(self, agent_ids: Sequence[str] | None = None) -> list[dict]:
         """Active bindings whose agent is declared dead: the routers to move,
@@ -426,7 +530,8 @@ class Database:
         with self._session() as s:
             q = (sa.select(rb.router_id, rb.generation, r.status, r.gateway_ip,
                            r.gateway_prefixlen, r.gateway_mac, a.id, a.host,
-                           a.lease_generation, a.heartbeat_at, a.dead_since, a.fenced_at)
+                           a.lease_generation, a.heartbeat_at, a.dead_since, a.fenced_at,
+                           a.guard_status)
                  .join(a, a.id == rb.agent_id)
                  .join(r, r.id == rb.router_id)
                  .where(a.dead_since.is_not(None), rb.role == m.ROLE_ACTIVE)
@@ -437,9 +542,9 @@ class Database:
                      "external_gateway_ip": ip, "external_gateway_prefixlen": plen,
                      "external_gateway_mac": mac, "agent_id": agent_id, "host": host,
                      "agent_generation": lease_gen, "heartbeat_at": hb,
-                     "dead_since": dead, "fenced_at": fenced}
+                     "dead_since": dead, "fenced_at": fenced, "guard_status": guard}
                     for (rid, gen, status, ip, plen, mac, agent_id, host, lease_gen, hb,
-                         dead, fenced) in s.execute(q)]
+                         dead, fenced, guard) in s.execute(q)]
 
     @_retry
     def move_bindings(self, moves: Sequence[Move], *, cause: str, detected_by: str,
@@ -463,7 +568,7 @@ class Database:
         for mv in moves:
             by_agent.setdefault(mv.old_agent_id, []).append(mv)
         with self._session() as s:
-            now = utcnow()
+            now = _db_now(s)
             for agent_id, agent_moves in by_agent.items():
                 guard = s.execute(sa.update(m.Agent).where(
                     m.Agent.id == agent_id, m.Agent.dead_since.is_not(None),
@@ -530,15 +635,18 @@ class Database:
 
     def agent_health(self) -> list[dict]:
         """Every agent with what the monitor needs: admin state, heartbeat,
-        death, fence and ``load`` (active routers)."""
+        death, fence, ``load`` (active routers) and ``silence`` (seconds since
+        its last report, by the database clock)."""
         with self._session() as s:
-            return [dict(_agent_row(a), load=int(load))
+            now = _db_now(s)
+            return [dict(_agent_row(a), load=int(load),
+                         silence=(now - a.heartbeat_at).total_seconds())
                     for a, load in s.execute(_agents_with_load())]
 
     def live_services(self, binary: str, down_time: float) -> list[str]:
         """Hosts of ``binary`` replicas that heartbeated within ``down_time``."""
-        cutoff = utcnow() - datetime.timedelta(seconds=down_time)
         with self._session() as s:
+            cutoff = _db_now(s) - datetime.timedelta(seconds=down_time)
             return sorted(s.scalars(sa.select(m.Service.host).where(
                 m.Service.binary == binary, m.Service.heartbeat_at >= cutoff)))
 
@@ -552,10 +660,10 @@ class Database:
         ``older_than`` seconds: send them again;
         ``deleting_unbound``: DELETING with no binding: drop them.
         """
-        now = utcnow()
-        cutoff = now - datetime.timedelta(seconds=older_than)
-        unbound_cutoff = now - datetime.timedelta(seconds=unbound_older_than)
         with self._session() as s:
+            now = _db_now(s)
+            cutoff = now - datetime.timedelta(seconds=older_than)
+            unbound_cutoff = now - datetime.timedelta(seconds=unbound_older_than)
             rows = s.execute(_routers_with_agent().where(
                 m.Router.status.in_([m.PENDING, m.DELETING, m.ERROR]))).all()
             out: dict[str, list[dict]] = {"unbound": [], "pending": [],
@@ -583,7 +691,7 @@ class Database:
     def touch_routers(self, router_ids: Sequence[str]) -> None:
         with self._session() as s:
             s.execute(sa.update(m.Router).where(m.Router.id.in_(list(router_ids)))
-                      .values(updated_at=utcnow()))
+                      .values(updated_at=_db_now(s)))
 
     # ------------------------------------------------------------------ events
 
@@ -596,18 +704,38 @@ class Database:
             return [_event_dict(e) for e in s.scalars(q)]
 
     @_retry
+    def record_unguarded(self, *, agent_id: str, dead_since: datetime.datetime,
+                         last_heartbeat: datetime.datetime, detected_by: str,
+                         detail: str) -> bool:
+        """Record, once per death of ``agent_id``, that its routers were not
+        moved because its node guard was not ok. True when recorded now."""
+        with self._session() as s:
+            seen = s.scalar(sa.select(sa.func.count()).select_from(m.FailoverEvent).where(
+                m.FailoverEvent.cause == "unguarded",
+                m.FailoverEvent.old_agent_id == agent_id,
+                m.FailoverEvent.detected_at == dead_since))
+            if seen:
+                return False
+            s.add(m.FailoverEvent(cause="unguarded", detected_by=detected_by,
+                                  old_agent_id=agent_id, detail=detail[:1024],
+                                  last_heartbeat_at=last_heartbeat,
+                                  detected_at=dead_since))
+            return True
+
+    @_retry
     def record_event(self, *, cause: str, detected_by: str, detail: str) -> None:
         """An event that moved nothing (e.g. a failover refused by a safety check)."""
         with self._session() as s:
             s.add(m.FailoverEvent(cause=cause, detected_by=detected_by,
-                                  detail=detail[:1024], detected_at=utcnow()))
+                                  detail=detail[:1024], detected_at=_db_now(s)))
 
     # ---------------------------------------------------------------- services
 
     @_retry
-    def heartbeat_service(self, binary: str, host: str) -> None:
-        now = utcnow()
+    def heartbeat_service(self, binary: str, host: str) -> datetime.datetime:
+        """Stamp this replica's heartbeat; return the database time it used."""
         with self._session() as s:
+            now = _db_now(s)
             done = s.execute(sa.update(m.Service)
                              .where(m.Service.binary == binary, m.Service.host == host)
                              .values(heartbeat_at=now)).rowcount
@@ -618,6 +746,7 @@ class Database:
                     s.flush()
                 except db_exc.DBDuplicateEntry:
                     raise db_exc.RetryRequest(db_exc.DBDeadlock()) from None
+            return now
 
 
 # --------------------------------------------------------------------- helpers
@@ -685,12 +814,40 @@ def _router_dict(r: m.Router, agent: m.Agent | None) -> dict:
             "created_at": _iso(r.created_at), "updated_at": _iso(r.updated_at)}
 
 
+def _router_view(r: m.Router, agent: m.Agent | None, now: datetime.datetime,
+                 lease_time: float | None) -> dict:
+    """The router as the API shows it: ACTIVE only while its node may still
+    serve it. Once the agent fenced, was declared dead, or has not reported
+    for longer than ``lease_time`` (database clock), the node's guard may
+    have removed the router, so it is shown DOWN with the reason; the stored
+    status is unchanged (the monitor moves it or the agent comes back)."""
+    view = _router_dict(r, agent)
+    if lease_time is None or r.status != m.ACTIVE or agent is None:
+        return view
+    silence = (now - agent.heartbeat_at).total_seconds()
+    if agent.fenced_at is not None:
+        reason = (f"agent {agent.host} fenced its node at {_iso(agent.fenced_at)}: "
+                  "the routers there were removed")
+    elif agent.dead_since is not None:
+        silent = (agent.dead_since - agent.heartbeat_at).total_seconds()
+        reason = (f"agent {agent.host} was declared dead at {_iso(agent.dead_since)} "
+                  f"after {silent:.1f}s without a report; routers may have been "
+                  "removed on the node")
+    elif silence > lease_time:
+        reason = (f"agent {agent.host} has not reported for {silence:.1f}s "
+                  f"(lease_time {lease_time:.1f}s); routers may have been removed "
+                  "on the node")
+    else:
+        return view
+    return dict(view, status=m.DOWN, status_reason=reason[:255])
+
+
 def _agent_row(a: m.Agent) -> dict:
     return {"id": a.id, "host": a.host, "agent_type": a.agent_type,
             "admin_state_up": a.admin_state_up, "namespace_prefix": a.namespace_prefix,
             "heartbeat_at": a.heartbeat_at, "started_at": a.started_at,
             "dead_since": a.dead_since, "fenced_at": a.fenced_at,
-            "lease_generation": a.lease_generation}
+            "lease_generation": a.lease_generation, "guard_status": a.guard_status}
 
 
 def _agent_dict(a: m.Agent, load: int, now: datetime.datetime, down_time: float) -> dict:
@@ -700,7 +857,8 @@ def _agent_dict(a: m.Agent, load: int, now: datetime.datetime, down_time: float)
             "admin_state_up": a.admin_state_up, "alive": alive,
             "router_count": int(load), "namespace_prefix": a.namespace_prefix,
             "heartbeat_at": _iso(a.heartbeat_at), "started_at": _iso(a.started_at),
-            "dead_since": _iso(a.dead_since), "fenced_at": _iso(a.fenced_at)}
+            "dead_since": _iso(a.dead_since), "fenced_at": _iso(a.fenced_at),
+            "guard_status": a.guard_status}
 
 
 def _event_dict(e: m.FailoverEvent) -> dict:

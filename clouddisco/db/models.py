@@ -10,6 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.dialects import mysql
 
+from clouddisco import heartbeat
+
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 UUID = sa.String(36)
 
@@ -19,6 +21,13 @@ ACTIVE = "ACTIVE"
 ERROR = "ERROR"
 DELETING = "DELETING"
 ROUTER_STATUSES = (PENDING, ACTIVE, ERROR, DELETING)
+# Shown by the API, never stored: ACTIVE, but its node may no longer serve it.
+DOWN = "DOWN"
+
+# Node guard statuses an agent reports; only GUARD_OK makes a silent agent's
+# routers safe to move.
+GUARD_OK = heartbeat.GUARD_OK
+GUARD_STATUSES = heartbeat.GUARD_STATUSES
 
 # Binding roles. The primary key (router_id, role) lets the database itself refuse
 # a second active binding for one router.
@@ -60,6 +69,11 @@ class Agent(Base):
     created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(Timestamp,
                                                                   nullable=False,
                                                                   default=_utcnow)
+    # The node guard (clouddisco-cleanup --daemon) as the agent's last state
+    # report saw it: one of GUARD_STATUSES, or None when the agent does not
+    # say (older agents). Without a working guard nothing removes a hung
+    # agent's routers when its lease lapses, so silence alone moves nothing.
+    guard_status: orm.Mapped[str | None] = orm.mapped_column(sa.String(16))
 
 
 class Router(Base):

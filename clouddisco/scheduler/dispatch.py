@@ -82,6 +82,17 @@ class RouterDispatcher:
             LOG.warning("delete_router %s ignored: status is %s", router_id,
                         router["status"])
             return
+        if agent is not None and agent["dead_since"] is not None and \
+                agent["fenced_at"] is None and \
+                agent["guard_status"] not in (None, models.GUARD_OK):
+            # Dead by silence on a node without a working guard: its copy may
+            # still forward. Dropping the row would free the gateway address
+            # for a new router while the old one answers for it; the monitor
+            # drops it once the node fences or the agent registers again.
+            LOG.warning("router %s stays DELETING: its agent %s (%s) is silent and its "
+                        "node guard was %r, so its copy may still serve", router_id,
+                        agent["id"], agent["host"], agent["guard_status"])
+            return
         if agent is None or agent["dead_since"] is not None:
             # Nobody serves it (or its agent is dead and cleanup fences the node):
             # nothing to tear down that the control plane can reach.

@@ -11,6 +11,7 @@ the ring settles is harmless: every move is a conditional UPDATE.
 """
 
 import collections
+import datetime
 
 from oslo_log import log as logging
 from tooz import hashring
@@ -42,6 +43,9 @@ class HealthMonitor:
         self.breaker_open = False
         self.ring_members: list[str] = [host]
         self._ring = hashring.HashRing(self.ring_members)
+        # Database time at the start of the last pass: that pass judged every
+        # deadline up to it, so the next one need not run for them again.
+        self._pass_started: datetime.datetime | None = None
         # A failed pass (DB blip) is retried after a period; the next pass
         # re-reads everything, so nothing is lost.
         self._loop = periodic.Loop("health-monitor", self._step, check_interval)
@@ -59,19 +63,28 @@ class HealthMonitor:
     def next_check_delay(self) -> float:
         """Seconds to the next pass: check_interval, or less when an agent's
         silence will reach agent_down_time sooner, so that a death is seen
-        within milliseconds of the deadline rather than up to a period late."""
-        expiry = self.db.next_agent_expiry(self.agent_down_time)
-        if expiry is None:
+        within milliseconds of the deadline rather than up to a period late.
+
+        Computed by the database, from its own clock: the heartbeats are
+        stamped with it, and this replica's clock may be skewed from it.
+
+        Only deadlines after the last pass started count: one already past
+        then was judged by that pass (declared dead, or deliberately not:
+        breaker open, another replica's agent), and waiting 0 for it again
+        would spin the loop against the database. A deadline that passed
+        during the pass still gets an immediate pass, exactly one."""
+        until = self.db.seconds_to_next_expiry(self.agent_down_time,
+                                               after=self._pass_started)
+        if until is None:
             return self.check_interval
-        until = (expiry - db_api.utcnow()).total_seconds() + 0.005
-        return min(self.check_interval, max(0.0, until))
+        return min(self.check_interval, max(0.0, until + 0.005))
 
     # ------------------------------------------------------------------ pass
 
     def run_once(self) -> None:
         # This pass is the replica's heartbeat: a replica whose monitor stops
         # passing loses its share of the ring.
-        self.db.heartbeat_service(BINARY, self.host)
+        self._pass_started = self.db.heartbeat_service(BINARY, self.host)
         self._update_ring()
         agents = self.db.agent_health()
         mine = [a["id"] for a in agents if self.owns(a["id"])]
@@ -105,18 +118,20 @@ class HealthMonitor:
 
         Counted over every enabled agent that still matters (alive, or dead with
         routers); a confirmed fence is evidence, not suspicion, so it does not
-        count.
+        count. Nor does a dead agent whose routers are held because its node
+        guard is not ok: that death is judged already, and counting it for as
+        long as it stays would open the breaker on the next single death.
         """
-        now = db_api.utcnow()
         relevant = [a for a in agents if a["admin_state_up"] and
-                    (a["dead_since"] is None or a["load"] > 0)]
+                    (a["dead_since"] is None or a["load"] > 0) and
+                    not (a["dead_since"] is not None and _unguarded(a))]
         # Agents that lose their reports together do not reach agent_down_time
         # in the same pass; counting every agent silent for half of it as a
         # suspect lets the breaker see the whole wave before the first death.
         suspect_after = self.agent_down_time / 2
         suspects = [a for a in relevant if a["fenced_at"] is None and
                     (a["dead_since"] is not None or
-                     (now - a["heartbeat_at"]).total_seconds() > suspect_after)]
+                     a["silence"] > suspect_after)]
         tripped = (len(relevant) >= 2 and
                    len(suspects) > self.max_dead_fraction * len(relevant))
         if tripped and not self.breaker_open:
@@ -137,6 +152,7 @@ class HealthMonitor:
         """Move every router bound to a dead agent (of ``agent_ids``); return
         the moves this monitor won."""
         bindings = self.db.bindings_on_dead_agents(agent_ids)
+        bindings = self._hold_unguarded(bindings)
         if not bindings:
             return []
         deleting = [b for b in bindings if b["router_status"] == models.DELETING]
@@ -193,6 +209,37 @@ class HealthMonitor:
                           ", ".join(router_ids))
         return won
 
+    def _hold_unguarded(self, bindings: list[dict]) -> list[dict]:
+        """The bindings that are safe to move (or drop): all but those of dead
+        agents that were declared dead by silence alone while their last
+        report said the node guard is not ok.
+
+        Without a working guard nothing removes a hung agent's routers from
+        its node when the lease lapses: moving them would leave two live
+        copies of each gateway. They stay bound until the node fences itself
+        (fenced_at) or the agent registers again. Old agents that do not
+        report a guard status (None) keep the old behaviour.
+        """
+        held: dict[str, list[dict]] = collections.defaultdict(list)
+        for b in bindings:
+            if _unguarded(b):
+                held[b["agent_id"]].append(b)
+        for agent_id, group in held.items():
+            b = group[0]
+            silent = (b["dead_since"] - b["heartbeat_at"]).total_seconds()
+            detail = (f"agent {agent_id} on {b['host']} stopped reporting ({silent:.1f}s "
+                      f"silent when declared dead) but its last report said its node "
+                      f"guard is {b['guard_status']!r}: nothing is sure to remove its "
+                      f"{len(group)} router(s) from that node, so they were NOT moved "
+                      "(two live copies of a gateway otherwise). They stay bound to it "
+                      f"and move once {b['host']} confirms it fenced itself: restore "
+                      f"clouddisco-cleanup --daemon there, or restart the agent.")
+            if self.db.record_unguarded(agent_id=agent_id, dead_since=b["dead_since"],
+                                        last_heartbeat=b["heartbeat_at"],
+                                        detected_by=self.host, detail=detail):
+                LOG.error("failover refused: %s", detail)
+        return [b for b in bindings if b["agent_id"] not in held]
+
     def retry_unfinished(self) -> None:
         """Self-healing for lost messages and late agents, for this replica's
         share of the routers.
@@ -221,3 +268,10 @@ class HealthMonitor:
                 by_agent[(r["agent_host"], r["agent_lease_generation"])].append(r)
             for (host, generation), routers in by_agent.items():
                 self.dispatcher.cast_routers(host, routers, generation)
+
+
+def _unguarded(agent: dict) -> bool:
+    """Not fenced, and its last report said the node guard is not ok (None:
+    an older agent that does not say)."""
+    return agent["fenced_at"] is None and agent["guard_status"] not in (None,
+                                                                        models.GUARD_OK)

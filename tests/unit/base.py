@@ -81,12 +81,12 @@ class DBTestCase(testtools.TestCase):
 
     def age_heartbeat(self, host, seconds):
         """Pretend the agent on ``host`` last reported ``seconds`` ago."""
-        when = db_api.utcnow() - datetime.timedelta(seconds=seconds)
+        when = self.db.now() - datetime.timedelta(seconds=seconds)
         with self.db.engine.begin() as conn:
             conn.execute(sa.update(models.Agent).where(models.Agent.host == host)
                          .values(heartbeat_at=when))
 
     def age_routers(self, seconds):
-        when = db_api.utcnow() - datetime.timedelta(seconds=seconds)
+        when = self.db.now() - datetime.timedelta(seconds=seconds)
         with self.db.engine.begin() as conn:
             conn.execute(sa.update(models.Router).values(updated_at=when))

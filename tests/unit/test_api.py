@@ -119,6 +119,39 @@ class APITest(base.DBTestCase):
         self.assertEqual("DELETING", self.request(
             "GET", f"/v1/routers/{mine['id']}", headers=MEMBER).json["router"]["status"])
 
+    def test_active_router_on_a_lapsed_node_is_shown_down(self):
+        rid = self.request("POST", "/v1/routers", {"name": "r"}).json["router"]["id"]
+        agent = self.db.register_agent("h1", "p-")
+        self.assertTrue(self.db.bind_router(rid, agent["id"]))
+        self.db.apply_router_reports("h1", {rid: ("ACTIVE", None)})
+
+        def shown():
+            one = self.request("GET", f"/v1/routers/{rid}").json["router"]
+            [listed] = self.request("GET", "/v1/routers").json["routers"]
+            # The two reads are moments apart: the silence they quote may differ.
+            self.assertEqual(dict(one, status_reason=None), dict(listed, status_reason=None))
+            return one["status"], one["status_reason"]
+
+        self.assertEqual(("ACTIVE", None), shown())
+        # Silent for longer than lease_time (2 s): the guard may have removed it.
+        self.age_heartbeat("h1", 2.4)
+        status, reason = shown()
+        self.assertEqual("DOWN", status)
+        self.assertRegex(reason, r"^agent h1 has not reported for 2\.\d+s \(lease_time 2\.0s\)")
+        self.assertIn("removed on the node", reason)
+        # Declared dead, then fenced: still DOWN, with why.
+        self.db.mark_dead_agents(2.0)
+        self.assertIn("declared dead", shown()[1])
+        self.db.fence_agent("h1", agent["lease_generation"])
+        self.assertIn("fenced its node", shown()[1])
+        # What is stored does not change.
+        self.assertEqual("ACTIVE", self.db.get_router(rid)["status"])
+        # A router still being built is not shown DOWN: only ACTIVE is a claim.
+        self.db.register_agent("h1", "p-")
+        self.db.apply_router_reports("h1", {rid: ("ERROR", "boom")})
+        self.age_heartbeat("h1", 2.4)
+        self.assertEqual(("ERROR", "boom"), shown())
+
     def test_unknown_and_malformed_ids_are_404(self):
         self.assertError(self.request("GET", "/v1/routers/not-a-uuid"), 404)
         self.assertError(self.request(
@@ -154,6 +187,15 @@ class APITest(base.DBTestCase):
                          400, "admin_state_up")
         self.assertError(self.request("PUT", f"/v1/agents/{agent_id}", {}), 400,
                          "admin_state_up")
+
+    def test_agents_show_the_node_guard_status(self):
+        agent_id = self.db.register_agent("h1", "p-")["id"]
+        self.assertIsNone(self.request("GET", "/v1/agents").json["agents"][0]["guard_status"])
+        self.db.record_heartbeat("h1", guard_status="missing")
+        self.assertEqual("missing",
+                         self.request("GET", "/v1/agents").json["agents"][0]["guard_status"])
+        self.assertEqual("missing", self.request(
+            "GET", f"/v1/agents/{agent_id}").json["agent"]["guard_status"])
 
     def test_admin_only_resources(self):
         for path in ("/v1/agents", "/v1/failover-events"):

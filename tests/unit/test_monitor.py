@@ -3,6 +3,7 @@
 import collections
 import datetime
 
+import fixtures
 import sqlalchemy as sa
 
 from clouddisco.db import api as db_api
@@ -14,7 +15,9 @@ from tests.unit import base
 DOWN = 3.0
 
 
-class MonitorTest(base.DBTestCase):
+class MonitorTestBase(base.DBTestCase):
+    """Set-up and helpers shared by the monitor tests."""
+
     def setUp(self):
         super().setUp()
         self.agents_api = base.RecordingAgentAPI()
@@ -50,6 +53,8 @@ class MonitorTest(base.DBTestCase):
     def hosts_of(self, router_ids):
         return {r["id"]: r["agent_host"] for r in self.db.routers_by_id(router_ids)}
 
+
+class MonitorTest(MonitorTestBase):
     def test_new_routers_go_to_least_loaded(self):
         self.register("a", "b")
         ids = self.place(10)
@@ -261,7 +266,7 @@ class MonitorTest(base.DBTestCase):
         self.monitor.run_once()
         with self.db.engine.begin() as conn:
             conn.execute(sa.update(models.Service).where(models.Service.host == "sched-2")
-                         .values(heartbeat_at=db_api.utcnow() - datetime.timedelta(
+                         .values(heartbeat_at=self.db.now() - datetime.timedelta(
                              seconds=5)))
         self.monitor.run_once()
         self.assertEqual(["sched-1"], self.monitor.ring_members)
@@ -292,6 +297,118 @@ class MonitorTest(base.DBTestCase):
         self.monitor.run_once()
         self.assertNotIn("a", set(self.hosts_of(ids).values()))
 
+    def run_loop(self, simulated_seconds, max_passes=100):
+        """Run the monitor's real loop on a simulated clock: its waits advance
+        the clock instead of sleeping. Returns the number of passes."""
+        passes = []
+        run_once = self.monitor.run_once
+
+        def counted():
+            passes.append(1)
+            run_once()
+
+        class SimulatedStop:
+            t = 0.0
+
+            def is_set(self):
+                return self.t >= simulated_seconds or len(passes) >= max_passes
+
+            def wait(self, timeout):
+                self.t += timeout
+
+        self.monitor.run_once = counted
+        self.monitor._loop._stop = SimulatedStop()
+        self.monitor._loop._run()
+        return len(passes)
+
+    def test_open_breaker_does_not_spin_the_monitor(self):
+        self.register("a", "b", "c", "d")
+        self.place(4)
+        for h in ("a", "b", "c", "d"):
+            self.age_heartbeat(h, DOWN + 1)
+        self.monitor.check_interval = 10
+        # Every deadline is past and nobody is declared dead (breaker open):
+        # a pass every check_interval, not one after another with no wait.
+        passes = self.run_loop(simulated_seconds=30)
+        self.assertTrue(self.monitor.breaker_open)
+        self.assertLessEqual(passes, 4)
+
+    def test_deadline_reached_during_a_pass_gets_one_prompt_pass(self):
+        self.register("a", "b", "c")
+        self.place(3)
+        self.monitor.check_interval = 10
+        self.monitor.run_once()
+        # a's deadline falls at the start of the pass just run: not judged yet.
+        with self.db.engine.begin() as conn:
+            conn.execute(sa.update(models.Agent).where(models.Agent.host == "a").values(
+                heartbeat_at=self.monitor._pass_started - datetime.timedelta(seconds=DOWN)))
+        for h in ("b", "c"):  # however slow the machine, only a is due
+            self.db.record_heartbeat(h)
+        self.assertEqual(0.0, self.monitor.next_check_delay())
+        self.monitor.run_once()
+        self.assertNotIn("a", {a["host"] for a in self.db.agent_health()
+                               if a["dead_since"] is None})
+        self.assertGreater(self.monitor.next_check_delay(), 0.0)
+
+    def test_silent_unguarded_agent_keeps_its_routers_until_it_fences(self):
+        agents = self.register("a", "b", "c")
+        ids = self.place(6)
+        on_a = sorted(rid for rid, h in self.hosts_of(ids).items() if h == "a")
+        self.db.record_heartbeat("a", guard_status="missing")
+        self.age_heartbeat("a", DOWN + 1)
+        self.agents_api.added.clear()
+        logger = self.useFixture(fixtures.FakeLogger(level="ERROR"))
+        for _ in range(3):
+            self.monitor.run_once()
+        # Declared dead, but nothing on its node is sure to remove the routers.
+        self.assertIsNotNone(next(a for a in self.db.agent_health()
+                                  if a["host"] == "a")["dead_since"])
+        self.assertEqual(on_a, sorted(self.db_routers_on("a")))
+        self.assertEqual([], self.agents_api.added)
+        [event] = self.db.list_failover_events()
+        self.assertEqual("unguarded", event["cause"])
+        self.assertEqual(agents["a"], event["old_agent_id"])
+        self.assertIsNone(event["router_id"])
+        self.assertIn("'missing'", event["detail"])
+        self.assertIn("NOT moved", event["detail"])
+        self.assertEqual(1, logger.output.count("failover refused"))
+        # The node confirms it fenced itself: now they move.
+        gen = next(a["lease_generation"] for a in self.db.agent_health()
+                   if a["host"] == "a")
+        self.db.fence_agent("a", gen)
+        self.monitor.run_once()
+        self.assertEqual([], self.db_routers_on("a"))
+        moved = [e for e in self.db.list_failover_events() if e["cause"] == "agent_fenced"]
+        self.assertEqual(on_a, sorted(e["router_id"] for e in moved))
+
+    def test_guarded_or_old_agents_fail_over_as_before(self):
+        self.register("a", "b", "c")
+        ids = self.place(6)
+        self.db.record_heartbeat("a", guard_status="ok")
+        self.db.record_heartbeat("b")  # an old agent: says nothing of a guard
+        self.age_heartbeat("a", DOWN + 1)
+        self.monitor.run_once()
+        self.age_heartbeat("b", DOWN + 1)
+        self.monitor.run_once()
+        self.assertEqual({"c"}, set(self.hosts_of(ids).values()))
+
+    def test_held_unguarded_agent_does_not_trip_the_breaker_later(self):
+        self.register("a", "b", "c")
+        self.place(6)
+        on_a = sorted(self.db_routers_on("a"))
+        self.db.record_heartbeat("a", guard_status="stale")
+        self.age_heartbeat("a", DOWN + 1)
+        self.monitor.run_once()
+        # Long after, b dies alone: one death among the agents that matter.
+        self.age_heartbeat("b", DOWN + 1)
+        self.monitor.run_once()
+        self.assertFalse(self.monitor.breaker_open)
+        self.assertEqual([], self.db_routers_on("b"))
+        self.assertEqual(on_a, sorted(self.db_routers_on("a")))
+
+    def db_routers_on(self, host):
+        return [r["id"] for r in self.db.routers_bound_to(host)]
+
     def test_fenced_agent_moves_even_with_breaker_open(self):
         self.register("a", "b", "c")
         ids = self.place(6)
@@ -303,3 +420,39 @@ class MonitorTest(base.DBTestCase):
         self.assertTrue(self.monitor.breaker_open)
         # Nothing can take a's routers (b and c look dead): unbound, not lost.
         self.assertEqual(set(), {h for h in self.hosts_of(ids).values()} & {"a"})
+
+
+class ClockSkewTest(MonitorTestBase):
+    """Scheduler replicas whose clocks disagree: liveness must not care."""
+
+    def skewed(self, seconds):
+        """This process's clock, as a replica ``seconds`` off would read it."""
+        real = db_api.utcnow
+        return fixtures.MonkeyPatch(
+            "clouddisco.db.api.utcnow",
+            lambda: real() + datetime.timedelta(seconds=seconds))
+
+    def test_skewed_replicas_never_declare_a_reporting_agent_dead(self):
+        # Replica 2 receives a's reports; its clock is 1.5 s behind. Replica 1
+        # runs the monitor; its clock is 1.5 s ahead. Same database.
+        replica2 = db_api.Database(str(self.db.engine.url))
+        self.addCleanup(replica2.engine.dispose)
+        self.register("a", "b", "c")
+        ids = self.place(6)
+        before = self.hosts_of(ids)
+        monitor1 = monitor.HealthMonitor(self.db, self.dispatcher, host="sched-1",
+                                         agent_down_time=2.5, check_interval=0.1,
+                                         pending_retry_time=10)
+        for _ in range(3):
+            with self.skewed(-1.5):
+                self.assertIsNotNone(replica2.record_heartbeat("a"))
+            with self.skewed(+1.5):
+                for h in ("b", "c"):
+                    self.db.record_heartbeat(h)
+                monitor1.run_once()
+                # Nor is a's deadline judged in the past by the skewed replica.
+                self.assertGreater(monitor1.next_check_delay(), 0.0)
+        self.assertEqual(before, self.hosts_of(ids))
+        self.assertEqual([], self.db.list_failover_events())
+        self.assertEqual({"a": True, "b": True, "c": True},
+                         {a["host"]: a["alive"] for a in self.db.list_agents(2.5)})

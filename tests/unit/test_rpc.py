@@ -31,6 +31,27 @@ class SchedulerRPCTest(base.DBTestCase):
             self.addCleanup(server.stop)
         self.client = rpc.SchedulerAPI(self.transport, timeout=5)
 
+    def test_state_report_stores_the_node_guard_status(self):
+        self.client.register("node-1", "qr1-")
+
+        def guard():
+            return self.db.agent_health()[0]["guard_status"]
+
+        self.assertIsNone(guard())
+        for reported, stored in (("ok", "ok"), ("missing", "missing"),
+                                 ("stale", "stale"), ("mismatch", "mismatch"),
+                                 ("weird" * 9, "weird" * 3 + "w"), (None, None)):
+            state = {"lease_generation": 1}
+            if reported is not None:
+                state["guard"] = reported
+            self.client.report_state("node-1", state, timeout=5)
+            self.assertEqual(stored, guard())
+        # A lease renewal (from the guard itself) says nothing of the guard.
+        self.client.report_state("node-1", {"lease_generation": 1, "guard": "stale"},
+                                 timeout=5)
+        self.assertTrue(self.client.renew_lease("node-1", 1, timeout=5)["granted"])
+        self.assertEqual("stale", guard())
+
     def test_register_report_sync_status(self):
         reply = self.client.register("node-1", "qr1-")
         self.assertEqual(1, reply["lease_generation"])

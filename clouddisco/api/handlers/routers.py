@@ -18,7 +18,8 @@ def list_routers(req: webob.Request) -> webob.Response:
     ctx = auth.get_context(req)
     app = _app(req)
     limit = util.query_int(req, "limit", app.conf.api.max_limit, 1, app.conf.api.max_limit)
-    routers = app.db.list_routers(auth.project_scope(ctx), limit=limit)
+    routers = app.db.list_routers(auth.project_scope(ctx), limit=limit,
+                                  lease_time=app.conf.health.lease_time)
     return util.json_response({"routers": routers})
 
 
@@ -44,7 +45,11 @@ def create_router(req: webob.Request) -> webob.Response:
 def show_router(req: webob.Request) -> webob.Response:
     ctx = auth.get_context(req)
     router_id = util.check_uuid(req.urlvars["router_id"], "router")
-    router = _app(req).db.get_router(router_id, auth.project_scope(ctx))
+    app = _app(req)
+    # lease_time: past it without a report the node may have removed the
+    # router, so an ACTIVE one is shown DOWN.
+    router = app.db.get_router(router_id, auth.project_scope(ctx),
+                               lease_time=app.conf.health.lease_time)
     return util.json_response({"router": router})
 
 
