@@ -1,0 +1,93 @@
+"""Control-plane outages must not reach the data plane.
+
+A 3-agent cloud of real processes, with node guards, pinging a gateway every
+20 ms and sampling every namespace for double copies. The whole scheduler (its
+master and every worker) is killed and stays down for several
+agent_down_times; then every agent's link to RabbitMQ is cut for as long.
+Nothing may fence, move or go dark, and the API keeps showing the routers
+ACTIVE, because they are.
+
+With RPC-only reports (``Cloud(http_reports=False)``, the behaviour before
+agents could report to the API) the same tests fail: every node fences within
+lease_time and every router goes dark for the rest of the outage.
+"""
+
+import time
+
+from tests.functional import cloud as cloud_mod
+from tests.functional import invariants
+from tests.functional import netlab
+
+OUTAGE = 8.0  # seconds: well past lease_time (2 s) and agent_down_time (3 s)
+
+
+@netlab.skip_unless_root
+class RideThroughTest(cloud_mod.CloudTestCase):
+
+    def build(self, **options):
+        cloud = self.make_cloud(agents=("a", "b", "c"), proxied_agents=("a", "b", "c"),
+                                **options)
+        sampler = invariants.InvariantSampler(cloud.token + "-").start()
+        self.addCleanup(sampler.stop)
+        routers = [cloud.wait_router(cloud.create_router(f"r{i}")["id"]) for i in range(3)]
+        return cloud, sampler, routers
+
+    def fences(self, cloud):
+        return {name: open(cloud.guard(name).log_path).read().count("fencing ")
+                for name in cloud.agent_names}
+
+    def through(self, cloud, routers, outage, heal):
+        """Run ``outage``, wait OUTAGE seconds under a 20 ms ping of the first
+        router, ``heal``; return the longest ping gap."""
+        with netlab.Pinger(cloud.probe, routers[0]["external_gateway_ip"]) as pinger:
+            netlab.wait_for(lambda: len(pinger.replies()) > 5, 10, what="pings")
+            started = time.time()
+            outage()
+            time.sleep(OUTAGE)
+            heal()
+            netlab.wait_for(lambda: cloud.alive_hosts() >= {cloud.host(n) for n in
+                                                             cloud.agent_names},
+                            60, 0.5, "every agent to report again")
+            time.sleep(cloud.agent_down_time)  # long enough for any wrong move
+            return pinger.max_gap(after=started - 0.05)
+
+    def kill_scheduler(self, cloud):
+        cloud.scheduler(1).kill_group()
+
+    def assert_untouched(self, cloud, sampler, routers, gap):
+        self.assertEqual({n: 0 for n in cloud.agent_names}, self.fences(cloud),
+                         "a node fenced itself during a control-plane outage")
+        for r in routers:
+            now = cloud.router(r["id"])
+            self.assertEqual(r["agent_host"], now["agent_host"], "a router moved")
+            self.assertEqual("ACTIVE", now["status"])
+            self.assertEqual([], cloud.events(r["id"]))
+            self.assertTrue(cloud.probe.ping_once(r["external_gateway_ip"]))
+        self.assertLess(gap, 0.5, "the data plane went dark during a control-plane outage")
+        sampler.assert_no_double_active()
+        sampler.assert_each_has_one_copy([r["external_gateway_ip"] for r in routers])
+
+    def test_every_scheduler_killed_moves_and_darkens_nothing(self):
+        cloud, sampler, routers = self.build()
+        gap = self.through(cloud, routers, lambda: self.kill_scheduler(cloud),
+                           lambda: cloud.start_scheduler(1))
+        self.assert_untouched(cloud, sampler, routers, gap)
+
+    def test_broker_unreachable_moves_and_darkens_nothing(self):
+        cloud, sampler, routers = self.build()
+
+        def cut_broker():
+            for name in cloud.agent_names:
+                cloud.proxy(f"agent-{name}").cut("reset")
+
+        def heal():
+            for name in cloud.agent_names:
+                cloud.proxy(f"agent-{name}").restore()
+
+        gap = self.through(cloud, routers, cut_broker, heal)
+        self.assert_untouched(cloud, sampler, routers, gap)
+        # RPC is back: a router created now is placed and served.
+        fresh = cloud.wait_router(cloud.create_router("after")["id"], timeout=60)
+        self.assertTrue(netlab.wait_for(
+            lambda: cloud.probe.ping_once(fresh["external_gateway_ip"]), 30,
+            what="the new router to answer"))
