@@ -12,11 +12,19 @@ Topics:
 
 APIs are versioned; bump the minor version when adding a method or argument and
 make the caller check ``can_send_version`` before using it.
+
+Deadlines: every *call* of ``SchedulerAPI`` carries ``{"deadline": <wall-clock
+time at which its caller stops waiting>}`` in its RPC context, and
+``validated`` refuses a call that arrives later than that (``CallExpired``)
+before its endpoint runs. The context is not part of a method's arguments, so
+this needs no version bump: an older server ignores it, and a message without
+a deadline (an older caller, any cast) is processed as before.
 """
 
 import concurrent.futures
 import functools
 import socket
+import time
 from collections.abc import Callable
 from collections.abc import Sequence
 
@@ -86,8 +94,50 @@ class InvalidPayload(Exception):
     """An RPC message that does not match its schema; nothing was changed."""
 
 
+class CallExpired(Exception):
+    """A call that reached its server after its caller had stopped waiting for
+    it; it was refused before it could change anything."""
+
+
 class BrokerUnreachable(Exception):
     pass
+
+
+# ------------------------------------------------------------- call deadlines
+
+DEADLINE_KEY = "deadline"
+
+
+def call_context(timeout: float, now: float | None = None) -> dict:
+    """The RPC context of a call whose caller waits ``timeout`` seconds.
+
+    The deadline is a wall-clock (``time.time()``) instant, because it is
+    compared on another machine; see ``lateness`` for what that assumes.
+    """
+    return {DEADLINE_KEY: (time.time() if now is None else now) + timeout}
+
+
+def lateness(ctxt: object, now: float | None = None) -> float | None:
+    """Seconds by which the call carrying ``ctxt`` missed its deadline: > 0 if
+    its caller has given up on it, <= 0 if not, None if it has no deadline
+    (an older caller, or a cast: processed as before).
+
+    This compares the caller's wall clock with ours, so it assumes the two are
+    NTP-synchronised (to well within a call's timeout: 0.5-1 s for state
+    reports). If our clock runs *behind* the caller's, a late call can slip
+    through: that is only what happened before deadlines existed. If it runs
+    *ahead* by more than what is left of a call's timeout when it arrives,
+    fresh calls are refused as if lost: callers retry, but state reports that
+    keep being refused let the node's lease lapse. A skew that large breaks
+    the assumption, and the refusal lines in the log show it (every call
+    "late" by about the same amount). No tolerance is added: it would not cure
+    such a skew, only let every stale call through for that much longer.
+    """
+    getter = getattr(ctxt, "get", None)
+    deadline = getter(DEADLINE_KEY) if getter is not None else None
+    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
+        return None
+    return (time.time() if now is None else now) - deadline
 
 
 # ------------------------------------------------------------------ transport
@@ -165,17 +215,29 @@ SCHEMAS = {
 
 
 def validated(schema_name: str) -> Callable:
-    """Check an endpoint's keyword arguments against SCHEMAS[schema_name].
+    """Check an endpoint's call deadline, then its keyword arguments against
+    SCHEMAS[schema_name].
 
-    A bad message is refused with InvalidPayload (sent back to a caller of
-    ``call``), logged by the server without a traceback, and changes nothing.
+    A call whose caller has already given up (see ``lateness``) is refused
+    with CallExpired and a bad message with InvalidPayload. Either is logged
+    by the server without a traceback (sent back to a caller of ``call``,
+    should it still listen) and changes nothing: the endpoint does not run.
     """
     schema = SCHEMAS[schema_name]
 
     def decorator(func: Callable) -> Callable:
         @functools.wraps(func)
-        @oslo_messaging.expected_exceptions(InvalidPayload)
+        @oslo_messaging.expected_exceptions(InvalidPayload, CallExpired)
         def wrapper(self, ctxt, **kwargs):
+            late = lateness(ctxt)
+            if late is not None and late > 0:
+                # Its caller took it for failed and may have retried already:
+                # registering or fencing now would act on a stale picture.
+                LOG.warning("%s from host %s refused: it arrived %.3fs after its "
+                            "caller's deadline", func.__name__,
+                            kwargs.get("host", "(unknown)"), late)
+                raise CallExpired(f"{func.__name__}: arrived {late:.3f}s after the "
+                                  f"caller's deadline; nothing done")
             try:
                 jsonschema.validate(kwargs, schema)
             except jsonschema.ValidationError as exc:
@@ -213,8 +275,11 @@ class SchedulerAPI:
         timeout = timeout or self.timeout
         prepared = client.prepare(timeout=timeout, retry=0,
                                   **({"version": version} if version else {}))
+        # We stop waiting after ``timeout``; the deadline tells the server so,
+        # and it refuses the call if it only gets to it later (CallExpired).
+        ctxt = call_context(timeout)
         # A little more than the RPC timeout: let oslo.messaging time out first.
-        return (courier or self._courier).call(prepared.call, {}, method,
+        return (courier or self._courier).call(prepared.call, ctxt, method,
                                                timeout=timeout + 0.5, **kwargs)
 
     # agent → scheduler

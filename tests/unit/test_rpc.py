@@ -1,5 +1,12 @@
 """RPC wiring over oslo.messaging's in-process fake:// transport."""
 
+import logging
+import time
+
+import fixtures
+import oslo_messaging
+import testtools
+
 from clouddisco import rpc
 from clouddisco.scheduler import dispatch
 from clouddisco.scheduler import endpoints
@@ -119,3 +126,103 @@ class AgentAPITest(base.DBTestCase):
         jsonschema.validate({"routers": [rpc.agent_router_view(router)]},
                             rpc.SCHEMAS["routers_added"])
 
+
+
+class _RecordingEndpoint:
+    def __init__(self):
+        self.calls = []
+
+    @rpc.validated("sync_routers")
+    def sync_routers(self, ctxt, host):
+        self.calls.append(host)
+        return "done"
+
+
+class CallDeadlineTest(testtools.TestCase):
+    """rpc.validated refuses a call whose caller has stopped waiting for it."""
+
+    def setUp(self):
+        super().setUp()
+        self.log = self.useFixture(fixtures.FakeLogger(level=logging.DEBUG))
+        self.endpoint = _RecordingEndpoint()
+
+    def test_expired_call_is_refused_and_nothing_runs(self):
+        ctxt = rpc.call_context(1.0, now=time.time() - 3.0)
+        exc = self.assertRaises(oslo_messaging.ExpectedException,
+                                self.endpoint.sync_routers, ctxt, host="node-1")
+        # ExpectedException carries the real one back to the caller.
+        self.assertIs(rpc.CallExpired, exc.exc_info[0])
+        self.assertEqual([], self.endpoint.calls)
+        lines = [line for line in self.log.output.splitlines() if "refused" in line]
+        self.assertEqual(1, len(lines), self.log.output)
+        self.assertIn("sync_routers", lines[0])
+        self.assertIn("node-1", lines[0])
+        self.assertRegex(lines[0], r"2\.\d{3}s after")
+
+    def test_fresh_call_runs(self):
+        self.assertEqual("done", self.endpoint.sync_routers(rpc.call_context(5.0),
+                                                            host="node-1"))
+        self.assertEqual(["node-1"], self.endpoint.calls)
+
+    def test_call_without_deadline_runs(self):
+        # Older callers and casts send no deadline: processed as before.
+        for ctxt in ({}, {"deadline": None}, {"deadline": "soon"}, {"deadline": True}):
+            self.assertEqual("done", self.endpoint.sync_routers(ctxt, host="node-1"))
+        self.assertEqual(["node-1"] * 4, self.endpoint.calls)
+
+    def test_lateness(self):
+        self.assertEqual(2.0, rpc.lateness({"deadline": 100.0}, now=102.0))
+        self.assertEqual(-1.0, rpc.lateness({"deadline": 100}, now=99.0))
+        self.assertIsNone(rpc.lateness({}, now=1.0))
+        self.assertIsNone(rpc.lateness(None, now=1.0))
+
+
+class SchedulerAPIDeadlineTest(base.DBTestCase):
+    """Every SchedulerAPI call sends its deadline; the servers check it."""
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(fixtures.FakeLogger(level=logging.INFO))
+        conf = base.make_conf(transport_url="fake:///", host="sched-1")
+        transport = rpc.get_transport(conf)
+        self.addCleanup(transport.cleanup)
+        dispatcher = dispatch.RouterDispatcher(self.db, base.RecordingAgentAPI(), 3.0)
+        mon = monitor.HealthMonitor(self.db, dispatcher, host="sched-1",
+                                    agent_down_time=3.0, check_interval=0.1,
+                                    pending_retry_time=10)
+        for topic, endpoint in (
+                (rpc.SCHEDULER_TOPIC,
+                 endpoints.SchedulerEndpoint(self.db, dispatcher, mon, 2.0)),
+                (rpc.REPORTS_TOPIC, endpoints.ReportEndpoint(self.db, 2.0))):
+            server = rpc.get_server(transport, topic, [endpoint], "sched-1")
+            server.start()
+            self.addCleanup(server.wait)
+            self.addCleanup(server.stop)
+        self.client = rpc.SchedulerAPI(transport, timeout=5)
+
+    def _calls_arrive_late(self):
+        # As if each call had waited 10 s in a queue: its deadline (5 s after
+        # it was sent) lies 5 s in the past when the server gets it.
+        real = rpc.call_context
+        self.useFixture(fixtures.MockPatchObject(
+            rpc, "call_context", lambda timeout: real(timeout, now=time.time() - 10)))
+
+    def test_every_call_is_refused_once_its_caller_gave_up(self):
+        gen = self.client.register("node-1", "qr1-")["lease_generation"]
+        router = self.make_router()
+        self._calls_arrive_late()
+        calls = [
+            lambda: self.client.register("node-1", "qr1-"),
+            lambda: self.client.report_state("node-1", {"lease_generation": gen}, 5),
+            lambda: self.client.renew_lease("node-1", gen, 5),
+            lambda: self.client.host_fenced("node-1", gen, "late", 5),
+            lambda: self.client.sync_routers("node-1"),
+            lambda: self.client.update_router_status(
+                "node-1", {router["id"]: {"status": "ERROR", "reason": "late"}}),
+        ]
+        for call in calls:
+            self.assertRaises(rpc.CallExpired, call)
+        [agent] = self.db.agent_health()
+        self.assertEqual(gen, agent["lease_generation"])  # no second registration
+        self.assertIsNone(agent["fenced_at"])
+        self.assertNotEqual("ERROR", self.db.get_router(router["id"])["status"])
