@@ -4,6 +4,7 @@ import logging
 import time
 
 import fixtures
+import jsonschema
 import oslo_messaging
 import testtools
 
@@ -226,3 +227,61 @@ class SchedulerAPIDeadlineTest(base.DBTestCase):
         self.assertEqual(gen, agent["lease_generation"])  # no second registration
         self.assertIsNone(agent["fenced_at"])
         self.assertNotEqual("ERROR", self.db.get_router(router["id"])["status"])
+
+
+class CompiledValidationTest(testtools.TestCase):
+    """rpc.validated checks each schema once, not on every message."""
+
+    BAD = [
+        ("report_state", {"host": "", "state": {}}),
+        ("report_state", {"host": "h", "state": []}),
+        ("report_state", {"host": "h"}),
+        ("register", {"host": "h", "namespace_prefix": "bad prefix/"}),
+        ("renew_lease", {"host": "h", "generation": 0}),
+        ("update_router_status", {"host": "h", "reports": {"not-a-uuid": {
+            "status": "ACTIVE"}}}),
+        ("update_router_status", {"host": "h", "reports": {
+            "5d7a0f3e-0000-4000-8000-000000000000": {"status": "GREAT"}}}),
+        ("sync_routers", {"host": "h", "extra": 1}),
+    ]
+
+    def test_same_messages_as_jsonschema_validate(self):
+        for name, payload in self.BAD:
+            endpoint = _validating_endpoint(name)
+            exc = self.assertRaises(oslo_messaging.ExpectedException, endpoint.handle,
+                                    {}, **payload)
+            refused = exc.exc_info[1]
+            self.assertIsInstance(refused, rpc.InvalidPayload)
+            # What the uncompiled check said for the same payload.
+            try:
+                jsonschema.validate(payload, rpc.SCHEMAS[name])
+            except jsonschema.ValidationError as err:
+                where = "/".join(str(p) for p in err.absolute_path) or "(message)"
+                self.assertEqual(f"handle: {where}: {err.message}", str(refused))
+            else:
+                self.fail(f"{name} {payload} should be invalid")
+            self.assertEqual([], endpoint.calls)
+
+    def test_schema_is_not_rechecked_per_message(self):
+        endpoint = _validating_endpoint("report_state")
+        check = self.useFixture(fixtures.MockPatchObject(
+            jsonschema.validators.validator_for(rpc.SCHEMAS["report_state"]),
+            "check_schema")).mock
+        for n in range(5):
+            endpoint.handle({}, host="node-1", state={"routers": n})
+        self.assertRaises(oslo_messaging.ExpectedException, endpoint.handle, {},
+                          host="node-1", state="not an object")
+        self.assertEqual(5, len(endpoint.calls))
+        self.assertEqual(0, check.call_count)
+
+
+def _validating_endpoint(schema_name):
+    class Endpoint:
+        def __init__(self):
+            self.calls = []
+
+        @rpc.validated(schema_name)
+        def handle(self, ctxt, **kwargs):
+            self.calls.append(kwargs)
+
+    return Endpoint()
