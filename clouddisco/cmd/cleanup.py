@@ -38,7 +38,7 @@ def main() -> None:
         # No broker check: a node must fence itself exactly when none answers.
         node_guard = service.GuardService(conf, driver, rpc.get_transport(conf))
         node_guard.start()
-        launch.wait_for_signal()
+        launch.wait_for_signal(conf)
         node_guard.stop()
         return
     if conf.all:

@@ -16,6 +16,6 @@ def main() -> None:
                                  conf.agent.external_bridge)
     agent = service.L3AgentService(conf, driver, rpc.get_transport(conf))
     agent.start()
-    launch.wait_for_signal()
+    launch.wait_for_signal(conf)
     # A planned stop leaves every router serving; the next start adopts them.
     agent.stop()
