@@ -24,6 +24,7 @@ a deadline (an older caller, any cast) is processed as before.
 import concurrent.futures
 import functools
 import socket
+import threading
 import time
 from collections.abc import Callable
 from collections.abc import Sequence
@@ -214,6 +215,64 @@ SCHEMAS = {
 }
 
 
+# Methods that every agent or node guard sends every report_interval. When a
+# replica falls behind, they expire by the thousand: a line for each would
+# flood the log and cost more than the refusal.
+QUIET_EXPIRY = frozenset({"report_state", "renew_lease"})
+
+
+class ExpiredReportLog:
+    """Logs refused expired reports: each at DEBUG; at WARNING the first of a
+    burst, then one count per ``interval`` for as long as the burst lasts."""
+
+    def __init__(self, interval: float = 10.0,
+                 timer: Callable[[float, Callable[[], None]], threading.Timer]
+                 = threading.Timer) -> None:
+        self.interval = interval
+        self._timer = timer
+        self._lock = threading.Lock()
+        self._in_burst = False
+        self._count = 0
+        self._hosts: set[str] = set()
+        self._worst = 0.0
+
+    def refused(self, method: str, host: str, late: float) -> None:
+        LOG.debug("%s from host %s refused: it arrived %.3fs after its caller's "
+                  "deadline", method, host, late)
+        with self._lock:
+            first = not self._in_burst
+            if first:
+                self._in_burst = True
+            else:
+                self._count += 1
+                self._hosts.add(host)
+                self._worst = max(self._worst, late)
+        if first:
+            LOG.warning("%s from host %s refused: it arrived %.3fs after its caller's "
+                        "deadline; further expired reports are counted every %.0fs",
+                        method, host, late, self.interval)
+            self._arm()
+
+    def flush(self) -> None:
+        """Log the count since the last one; the burst ends when there is none."""
+        with self._lock:
+            count, hosts, worst = self._count, len(self._hosts), self._worst
+            self._count, self._hosts, self._worst = 0, set(), 0.0
+            self._in_burst = count > 0
+        if count:
+            LOG.warning("%d more expired state report(s) or lease renewal(s) from %d "
+                        "host(s) refused in the last %.0fs, up to %.3fs late: this "
+                        "replica is falling behind", count, hosts, self.interval, worst)
+            self._arm()
+
+    def _arm(self) -> None:
+        timer = self._timer(self.interval, self.flush)
+        timer.daemon = True
+        timer.start()
+
+
+EXPIRED_REPORTS = ExpiredReportLog()
+
 _VALIDATORS: dict[str, jsonschema.protocols.Validator] = {}
 
 
@@ -260,9 +319,14 @@ def validated(schema_name: str) -> Callable:
             if late is not None and late > 0:
                 # Its caller took it for failed and may have retried already:
                 # registering or fencing now would act on a stale picture.
-                LOG.warning("%s from host %s refused: it arrived %.3fs after its "
-                            "caller's deadline", func.__name__,
-                            kwargs.get("host", "(unknown)"), late)
+                # Refused before any schema check or database access: a
+                # replica that fell behind sheds its backlog cheaply.
+                host = kwargs.get("host", "(unknown)")
+                if func.__name__ in QUIET_EXPIRY:
+                    EXPIRED_REPORTS.refused(func.__name__, host, late)
+                else:
+                    LOG.warning("%s from host %s refused: it arrived %.3fs after its "
+                                "caller's deadline", func.__name__, host, late)
                 raise CallExpired(f"{func.__name__}: arrived {late:.3f}s after the "
                                   f"caller's deadline; nothing done")
             exc = first_error(validator, kwargs)

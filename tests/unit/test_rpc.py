@@ -285,3 +285,76 @@ def _validating_endpoint(schema_name):
             self.calls.append(kwargs)
 
     return Endpoint()
+
+
+class _FakeTimer:
+    def __init__(self, started, interval, fn):
+        self.started = started
+        self.interval = interval
+        self.fn = fn
+        self.daemon = False
+
+    def start(self):
+        self.started.append(self)
+
+
+class ExpiredReportSheddingTest(testtools.TestCase):
+    """Expired state reports are refused without a log line each."""
+
+    def setUp(self):
+        super().setUp()
+        self.log = self.useFixture(fixtures.FakeLogger(level=logging.INFO))
+        self.timers = []
+        self.shed = rpc.ExpiredReportLog(
+            interval=10.0, timer=lambda interval, fn: _FakeTimer(self.timers, interval, fn))
+        self.useFixture(fixtures.MockPatchObject(rpc, "EXPIRED_REPORTS", self.shed))
+
+        class Endpoint:
+            calls = []
+
+            @rpc.validated("report_state")
+            def report_state(self, ctxt, host, state):
+                self.calls.append(host)
+
+        self.endpoint = Endpoint()
+
+    def _warnings(self):
+        return [line for line in self.log.output.splitlines() if "refused" in line]
+
+    def _expired(self, n, host="node-1"):
+        for i in range(n):
+            exc = self.assertRaises(
+                oslo_messaging.ExpectedException, self.endpoint.report_state,
+                rpc.call_context(1.0, now=time.time() - 2.0 - i / 1000), host=host,
+                state={})
+            self.assertIs(rpc.CallExpired, exc.exc_info[0])
+
+    def test_a_burst_logs_its_first_refusal_then_one_count_per_interval(self):
+        self._expired(50)
+        self._expired(10, host="node-2")
+        self.assertEqual([], self.endpoint.calls)
+        self.assertEqual(1, len(self._warnings()), self.log.output)
+        self.assertIn("report_state from host node-1 refused", self._warnings()[0])
+        self.assertEqual(1, len(self.timers))
+        self.timers[0].fn()  # the interval has passed
+        self.assertEqual(2, len(self._warnings()))
+        self.assertIn("59 more expired state report(s) or lease renewal(s) from 2 host(s)",
+                      self._warnings()[1])
+        # Still refusing: counted again; a quiet interval ends the burst.
+        self._expired(3)
+        self.timers[1].fn()
+        self.assertIn("3 more expired", self._warnings()[2])
+        self.timers[2].fn()
+        self.assertEqual(3, len(self._warnings()))
+        self.assertEqual(3, len(self.timers))
+        # The next burst is reported at once.
+        self._expired(1, host="node-3")
+        self.assertIn("from host node-3 refused", self._warnings()[3])
+
+    def test_other_methods_log_each_refusal(self):
+        endpoint = _RecordingEndpoint()
+        for _ in range(3):
+            self.assertRaises(oslo_messaging.ExpectedException, endpoint.sync_routers,
+                              rpc.call_context(1.0, now=time.time() - 5), host="node-1")
+        self.assertEqual(3, len(self._warnings()))
+        self.assertEqual([], self.timers)
