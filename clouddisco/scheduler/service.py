@@ -85,6 +85,15 @@ class ReportWorker(cotyledon.Service):
     def __init__(self, worker_id: int, conf: cfg.ConfigOpts) -> None:
         super().__init__(worker_id)
         self.conf = conf
+        prefetch = conf.scheduler.report_prefetch_count
+        if prefetch:
+            # Unlimited by default, RabbitMQ pushes a whole backlog into this
+            # process, where it outlives its senders' deadlines (and per-message
+            # expiry no longer applies). cotyledon builds this service after
+            # the fork, so the override stays in this worker's copy of the
+            # configuration and its one transport.
+            conf.set_override("rabbit_qos_prefetch_count", prefetch,
+                              group="oslo_messaging_rabbit")
         self.db = db_api.Database.from_conf(conf)
         self.server = rpc.get_server(
             rpc.get_transport(conf), rpc.REPORTS_TOPIC,
