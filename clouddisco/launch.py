@@ -45,12 +45,18 @@ def prepare(prog: str, argv: Sequence[str] | None = None,
     # systemd's watchdog kills a hung service with SIGABRT: the stack of every
     # thread then lands in the journal and shows where it hung.
     faulthandler.enable()
-    # SIGHUP's default action ends the process. Until the service installs its
-    # reload handler, a SIGHUP (e.g. logrotate's) must not stop it. A handler,
-    # not SIG_IGN: an ignored signal would stay ignored in every command the
-    # service runs (ip, ...).
-    signal.signal(signal.SIGHUP, _ignore)
     return conf
+
+
+def survive_sighup() -> None:
+    """For a long-running service, right after ``prepare``: SIGHUP's default
+    action would end it before it installs its reload handler (a one-off
+    command keeps the default, so a closed terminal still stops it).
+
+    A handler, not SIG_IGN: an ignored signal would stay ignored in every
+    command the service runs (ip, ...).
+    """
+    signal.signal(signal.SIGHUP, _ignore)
 
 
 def require(prog: str, what: str, check: Callable[[], None]) -> None:

@@ -11,6 +11,7 @@ PROG = "clouddisco-api"
 
 def main() -> None:
     conf = launch.prepare(PROG, groups=["DEFAULT", "api", "health"])
+    launch.survive_sighup()
     db = db_api.Database.from_conf(conf)
     launch.require(PROG, "the database ([database] connection)", db.ping)
     app = api_app.deploy(conf, db=db)

@@ -32,6 +32,8 @@ CLI_OPTS = [
 
 def main() -> None:
     conf = launch.prepare(PROG, groups=["DEFAULT", "agent", "cleanup"], cli_opts=CLI_OPTS)
+    if conf.daemon:
+        launch.survive_sighup()
     driver = drivers.load_driver(conf.agent.router_driver, conf.agent.namespace_prefix,
                                  conf.agent.external_bridge)
     if conf.daemon:

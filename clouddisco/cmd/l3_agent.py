@@ -10,6 +10,7 @@ PROG = "clouddisco-l3-agent"
 
 def main() -> None:
     conf = launch.prepare(PROG, groups=["DEFAULT", "agent"])
+    launch.survive_sighup()
     launch.require(PROG, "the message broker ([DEFAULT] transport_url)",
                    lambda: rpc.check_broker(conf))
     driver = drivers.load_driver(conf.agent.router_driver, conf.agent.namespace_prefix,

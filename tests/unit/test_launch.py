@@ -63,3 +63,8 @@ class SighupTest(testtools.TestCase):
         threading.Thread(target=send, daemon=True).start()
         self.assertEqual(signal.SIGTERM, launch.wait_for_signal(self.conf))
         self.assertTrue(self.conf.debug)
+
+    def test_a_service_survives_sighup_during_start_up(self):
+        launch.survive_sighup()
+        os.kill(os.getpid(), signal.SIGHUP)  # the default action would end us
+        self.assertIsNot(signal.SIG_IGN, signal.getsignal(signal.SIGHUP))
