@@ -6,6 +6,7 @@ non-zero exit, never a traceback: that line is what an operator sees in
 """
 
 import faulthandler
+import queue
 import signal
 import sys
 import threading
@@ -47,6 +48,17 @@ def prepare(prog: str, argv: Sequence[str] | None = None,
     return conf
 
 
+def survive_sighup() -> None:
+    """For a long-running service, right after ``prepare``: SIGHUP's default
+    action would end it before it installs its reload handler (a one-off
+    command keeps the default, so a closed terminal still stops it).
+
+    A handler, not SIG_IGN: an ignored signal would stay ignored in every
+    command the service runs (ip, ...).
+    """
+    signal.signal(signal.SIGHUP, _ignore)
+
+
 def require(prog: str, what: str, check: Callable[[], None]) -> None:
     """Run a start-up reachability check; exit with one line if it fails."""
     try:
@@ -55,21 +67,75 @@ def require(prog: str, what: str, check: Callable[[], None]) -> None:
         fail(prog, f"cannot reach {what}: {_one_line(exc)}", EXIT_UNREACHABLE)
 
 
-def wait_for_signal() -> int:
-    """Block until SIGTERM or SIGINT; return the signal number."""
-    got = threading.Event()
-    received = []
+def reload_config(conf: cfg.ConfigOpts) -> dict:
+    """SIGHUP: re-read the configuration files and apply what oslo.config may
+    change at run time (options marked mutable: ``debug``, log levels). The
+    service keeps serving either way; one line says what happened.
+
+    Returns the changed options, as ``ConfigOpts.mutate_config_files`` does.
+    """
+    try:
+        changed = conf.mutate_config_files()
+    except Exception as exc:
+        LOG.error("SIGHUP: configuration files not reloaded (%s); still serving with "
+                  "the previous configuration", _one_line(exc))
+        return {}
+    names = ", ".join(f"[{group or 'DEFAULT'}] {name}" for group, name in sorted(
+        changed, key=lambda key: (key[0] or "", key[1])))
+    LOG.info("SIGHUP: reloaded the configuration files; mutable options changed: %s; "
+             "still serving (other options apply at the next restart)", names or "none")
+    return changed
+
+
+def reload_on_sighup(conf: cfg.ConfigOpts) -> None:
+    """For a service whose main thread is not ours (waitress, cotyledon's
+    master): on SIGHUP, ``reload_config`` on a thread of its own.
+
+    The handler only queues the signal: a handler runs between two bytecodes
+    of the main thread, which may hold a lock the reload needs (logging's).
+    SimpleQueue.put is reentrant, so it is safe there.
+    """
+    signals: queue.SimpleQueue = queue.SimpleQueue()
+
+    def reloader() -> None:
+        while True:
+            signals.get()
+            reload_config(conf)
+
+    threading.Thread(target=reloader, name="sighup-reload", daemon=True).start()
+    signal.signal(signal.SIGHUP, lambda signum, frame: signals.put(signum))
+
+
+def wait_for_signal(conf: cfg.ConfigOpts | None = None) -> int:
+    """Block until SIGTERM or SIGINT; return the signal number.
+
+    SIGHUP reloads ``conf``'s mutable options (``reload_config``), or is
+    ignored without ``conf``; either way the service keeps serving.
+    """
+    # A reentrant queue, not an Event: the handler may interrupt the main
+    # thread inside the very lock it would take.
+    received: queue.SimpleQueue = queue.SimpleQueue()
 
     def handler(signum, frame):
-        received.append(signum)
-        got.set()
+        received.put(signum)
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-    while not got.wait(3600):
-        pass
-    LOG.info("received %s, stopping", signal.Signals(received[0]).name)
-    return received[0]
+    signal.signal(signal.SIGHUP, handler)
+    while True:
+        signum = received.get()
+        if signum != signal.SIGHUP:
+            break
+        if conf is not None:
+            reload_config(conf)
+        else:
+            LOG.info("SIGHUP ignored: nothing to reload; still serving")
+    LOG.info("received %s, stopping", signal.Signals(signum).name)
+    return signum
+
+
+def _ignore(signum, frame) -> None:
+    pass
 
 
 def _one_line(exc: Exception) -> str:

@@ -11,9 +11,12 @@ PROG = "clouddisco-api"
 
 def main() -> None:
     conf = launch.prepare(PROG, groups=["DEFAULT", "api", "health"])
+    launch.survive_sighup()
     db = db_api.Database.from_conf(conf)
     launch.require(PROG, "the database ([database] connection)", db.ping)
     app = api_app.deploy(conf, db=db)
+    # waitress owns the main thread and would die of SIGHUP's default action.
+    launch.reload_on_sighup(conf)
     # waitress: a production WSGI server with a thread pool, unlike wsgiref.
     waitress.serve(app, host=conf.api.bind_host, port=conf.api.bind_port,
                    threads=conf.api.threads, ident=PROG,

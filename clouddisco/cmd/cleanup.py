@@ -32,13 +32,15 @@ CLI_OPTS = [
 
 def main() -> None:
     conf = launch.prepare(PROG, groups=["DEFAULT", "agent", "cleanup"], cli_opts=CLI_OPTS)
+    if conf.daemon:
+        launch.survive_sighup()
     driver = drivers.load_driver(conf.agent.router_driver, conf.agent.namespace_prefix,
                                  conf.agent.external_bridge)
     if conf.daemon:
         # No broker check: a node must fence itself exactly when none answers.
         node_guard = service.GuardService(conf, driver, rpc.get_transport(conf))
         node_guard.start()
-        launch.wait_for_signal()
+        launch.wait_for_signal(conf)
         node_guard.stop()
         return
     if conf.all:

@@ -10,6 +10,7 @@ PROG = "clouddisco-scheduler"
 
 def main() -> None:
     conf = launch.prepare(PROG, groups=["DEFAULT", "scheduler", "health"])
+    launch.survive_sighup()
     db = db_api.Database.from_conf(conf)
     launch.require(PROG, "the database ([database] connection)", db.ping)
     # Workers open their own connections after the fork.

@@ -76,6 +76,19 @@ SCHEDULER_OPTS = [
         "routers, so that a burst of that work (1,000 routers moving at once) "
         "cannot delay the heartbeats of healthy agents into a false death.",
     ),
+    cfg.IntOpt(
+        "report_prefetch_count",
+        default=64,
+        min=0,
+        help="Most state reports and lease renewals RabbitMQ hands a report "
+        "worker before it has started on them (its consumers' QoS prefetch; "
+        "overrides [oslo_messaging_rabbit] rabbit_qos_prefetch_count for the "
+        "report workers only; 0: use that option, whose default means no "
+        "limit). A backlog then waits in RabbitMQ, where a report expires "
+        "when its sender stops waiting for it, instead of in the worker's "
+        "memory. Keep it at most [DEFAULT] executor_thread_pool_size, so "
+        "that no fetched report waits for a thread.",
+    ),
 ]
 
 AGENT_OPTS = [

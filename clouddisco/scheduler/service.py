@@ -12,12 +12,18 @@ with bench/faults.py). Neutron splits its state-report workers for the same
 reason. Each worker builds its own database engine and transport after the
 fork; the master only supervises, restarts workers that die, and takes them
 down with it (cotyledon).
+
+SIGHUP reloads the mutable options (``debug``, log levels) in the master and
+in every worker, and restarts nothing. cotyledon's default would stop and
+restart every worker: report workers included, which lets every node's lease
+lapse while they come back.
 """
 
 import cotyledon
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from clouddisco import launch
 from clouddisco import rpc
 from clouddisco.db import api as db_api
 from clouddisco.scheduler import dispatch
@@ -61,6 +67,11 @@ class SchedulerWorker(cotyledon.Service):
                  "check_interval %.2fs", self.host, h.agent_down_time, h.lease_time,
                  h.check_interval)
 
+    def reload(self) -> None:
+        # cotyledon sends SIGHUP to every worker (the master's killpg, or an
+        # operator's kill); its default here is to exit and be restarted.
+        launch.reload_config(self.conf)
+
     def terminate(self) -> None:
         self.monitor.stop()
         self.server.stop()
@@ -73,6 +84,16 @@ class ReportWorker(cotyledon.Service):
 
     def __init__(self, worker_id: int, conf: cfg.ConfigOpts) -> None:
         super().__init__(worker_id)
+        self.conf = conf
+        prefetch = conf.scheduler.report_prefetch_count
+        if prefetch:
+            # Unlimited by default, RabbitMQ pushes a whole backlog into this
+            # process, where it outlives its senders' deadlines (and per-message
+            # expiry no longer applies). cotyledon builds this service after
+            # the fork, so the override stays in this worker's copy of the
+            # configuration and its one transport.
+            conf.set_override("rabbit_qos_prefetch_count", prefetch,
+                              group="oslo_messaging_rabbit")
         self.db = db_api.Database.from_conf(conf)
         self.server = rpc.get_server(
             rpc.get_transport(conf), rpc.REPORTS_TOPIC,
@@ -82,6 +103,11 @@ class ReportWorker(cotyledon.Service):
         self.server.start()
         LOG.info("state report worker %d started", self.worker_id)
 
+    def reload(self) -> None:
+        # Never restart on SIGHUP: a report worker that is away for a few
+        # seconds lets leases lapse and nodes fence themselves.
+        launch.reload_config(self.conf)
+
     def terminate(self) -> None:
         self.server.stop()
         self.server.wait()
@@ -90,6 +116,9 @@ class ReportWorker(cotyledon.Service):
 def serve(conf: cfg.ConfigOpts) -> None:
     """Run the workers until SIGTERM or SIGINT; returns when they have stopped."""
     manager = cotyledon.ServiceManager(graceful_shutdown_timeout=GRACEFUL_SHUTDOWN_TIMEOUT)
+    # On SIGHUP cotyledon's master runs this hook, then passes SIGHUP on to
+    # its process group; each worker's reload() reloads rather than exits.
+    manager.register_hooks(on_reload=lambda: launch.reload_config(conf))
     manager.add(ReportWorker, workers=conf.scheduler.report_workers, args=(conf,))
     manager.add(SchedulerWorker, workers=1, args=(conf,))
     manager.run()

@@ -64,6 +64,25 @@ class Process:
         if self.alive():
             os.kill(self.popen.pid, sig)
 
+    def children(self) -> dict[int, str]:
+        """Live child processes (the scheduler's cotyledon workers) by pid,
+        with their process titles (e.g. "clouddisco-scheduler: state reports")."""
+        if not self.alive():
+            return {}
+        out = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry}/stat") as f:
+                    # "pid (comm) state ppid ...": comm may hold spaces.
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                if ppid != self.popen.pid:
+                    continue
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    out[int(entry)] = f.read().replace(b"\0", b" ").decode().strip()
+        return out
+
     def kill(self) -> None:
         """kill -9, and reap it."""
         if self.alive():

@@ -1,5 +1,5 @@
 """The shipped systemd units, under a real systemd: agent "a" and its node guard
-run from etc/systemd/*.service (only paths rewritten); the API, the scheduler
+run from etc/systemd/*.service (only paths and PYTHONPATH set); the API, the scheduler
 and agent "b" run as plain processes of the test's cloud."""
 
 import os
@@ -19,8 +19,11 @@ GUARD_UNIT = "clouddisco-cleanup.service"
 def shipped_unit(name: str, config: str) -> str:
     with open(os.path.join(REPO, "etc", "systemd", name)) as f:
         text = f.read()
-    return (text.replace("/usr/local/bin/", cloud_mod.BIN + "/")
+    text = (text.replace("/usr/local/bin/", cloud_mod.BIN + "/")
             .replace("/etc/clouddisco/clouddisco.conf", config))
+    # The code under test, as the cloud's plain processes run it (PYTHONPATH),
+    # even when the venv's clouddisco is installed from another checkout.
+    return text.replace("[Service]\n", f"[Service]\nEnvironment=PYTHONPATH={REPO}\n", 1)
 
 
 @netlab.skip_unless_root
@@ -90,6 +93,21 @@ class ShippedUnitsTest(cloud_mod.CloudTestCase):
                                settle=self.cloud.agent_down_time + 1)
         self.assertNotEqual(old, self.host.main_pid(AGENT_UNIT))
         self.assertLess(gap, 0.5)
+        self.assert_not_moved()
+
+    def test_systemctl_reload_keeps_serving(self):
+        """ExecReload sends SIGHUP: the agent and its node guard re-read their
+        configuration and keep running; nothing restarts or moves."""
+        pids = {unit: self.host.main_pid(unit) for unit in (AGENT_UNIT, GUARD_UNIT)}
+        for unit in pids:
+            self.host.systemctl("reload", unit)
+        time.sleep(self.cloud.agent_down_time)  # past a would-be failover
+        for unit, pid in pids.items():
+            self.assertTrue(self.host.is_active(unit), unit)
+            self.assertEqual(pid, self.host.main_pid(unit), unit)
+            self.assertIn("SIGHUP: reloaded the configuration files",
+                          self.host.journal(unit), unit)
+        self.assertIn(self.cloud.host("a"), self.cloud.alive_hosts())
         self.assert_not_moved()
 
     def test_killed_node_guard_is_restarted(self):

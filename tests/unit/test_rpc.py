@@ -1,5 +1,13 @@
 """RPC wiring over oslo.messaging's in-process fake:// transport."""
 
+import logging
+import time
+
+import fixtures
+import jsonschema
+import oslo_messaging
+import testtools
+
 from clouddisco import rpc
 from clouddisco.scheduler import dispatch
 from clouddisco.scheduler import endpoints
@@ -140,3 +148,234 @@ class AgentAPITest(base.DBTestCase):
         jsonschema.validate({"routers": [rpc.agent_router_view(router)]},
                             rpc.SCHEMAS["routers_added"])
 
+
+
+class _RecordingEndpoint:
+    def __init__(self):
+        self.calls = []
+
+    @rpc.validated("sync_routers")
+    def sync_routers(self, ctxt, host):
+        self.calls.append(host)
+        return "done"
+
+
+class CallDeadlineTest(testtools.TestCase):
+    """rpc.validated refuses a call whose caller has stopped waiting for it."""
+
+    def setUp(self):
+        super().setUp()
+        self.log = self.useFixture(fixtures.FakeLogger(level=logging.DEBUG))
+        self.endpoint = _RecordingEndpoint()
+
+    def test_expired_call_is_refused_and_nothing_runs(self):
+        ctxt = rpc.call_context(1.0, now=time.time() - 3.0)
+        exc = self.assertRaises(oslo_messaging.ExpectedException,
+                                self.endpoint.sync_routers, ctxt, host="node-1")
+        # ExpectedException carries the real one back to the caller.
+        self.assertIs(rpc.CallExpired, exc.exc_info[0])
+        self.assertEqual([], self.endpoint.calls)
+        lines = [line for line in self.log.output.splitlines() if "refused" in line]
+        self.assertEqual(1, len(lines), self.log.output)
+        self.assertIn("sync_routers", lines[0])
+        self.assertIn("node-1", lines[0])
+        self.assertRegex(lines[0], r"2\.\d{3}s after")
+
+    def test_fresh_call_runs(self):
+        self.assertEqual("done", self.endpoint.sync_routers(rpc.call_context(5.0),
+                                                            host="node-1"))
+        self.assertEqual(["node-1"], self.endpoint.calls)
+
+    def test_call_without_deadline_runs(self):
+        # Older callers and casts send no deadline: processed as before.
+        for ctxt in ({}, {"deadline": None}, {"deadline": "soon"}, {"deadline": True}):
+            self.assertEqual("done", self.endpoint.sync_routers(ctxt, host="node-1"))
+        self.assertEqual(["node-1"] * 4, self.endpoint.calls)
+
+    def test_lateness(self):
+        self.assertEqual(2.0, rpc.lateness({"deadline": 100.0}, now=102.0))
+        self.assertEqual(-1.0, rpc.lateness({"deadline": 100}, now=99.0))
+        self.assertIsNone(rpc.lateness({}, now=1.0))
+        self.assertIsNone(rpc.lateness(None, now=1.0))
+
+
+class SchedulerAPIDeadlineTest(base.DBTestCase):
+    """Every SchedulerAPI call sends its deadline; the servers check it."""
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(fixtures.FakeLogger(level=logging.INFO))
+        conf = base.make_conf(transport_url="fake:///", host="sched-1")
+        transport = rpc.get_transport(conf)
+        self.addCleanup(transport.cleanup)
+        dispatcher = dispatch.RouterDispatcher(self.db, base.RecordingAgentAPI(), 3.0)
+        mon = monitor.HealthMonitor(self.db, dispatcher, host="sched-1",
+                                    agent_down_time=3.0, check_interval=0.1,
+                                    pending_retry_time=10)
+        for topic, endpoint in (
+                (rpc.SCHEDULER_TOPIC,
+                 endpoints.SchedulerEndpoint(self.db, dispatcher, mon, 2.0)),
+                (rpc.REPORTS_TOPIC, endpoints.ReportEndpoint(self.db, 2.0))):
+            server = rpc.get_server(transport, topic, [endpoint], "sched-1")
+            server.start()
+            self.addCleanup(server.wait)
+            self.addCleanup(server.stop)
+        self.client = rpc.SchedulerAPI(transport, timeout=5)
+
+    def _calls_arrive_late(self):
+        # As if each call had waited 10 s in a queue: its deadline (5 s after
+        # it was sent) lies 5 s in the past when the server gets it.
+        real = rpc.call_context
+        self.useFixture(fixtures.MockPatchObject(
+            rpc, "call_context", lambda timeout: real(timeout, now=time.time() - 10)))
+
+    def test_every_call_is_refused_once_its_caller_gave_up(self):
+        gen = self.client.register("node-1", "qr1-")["lease_generation"]
+        router = self.make_router()
+        self._calls_arrive_late()
+        calls = [
+            lambda: self.client.register("node-1", "qr1-"),
+            lambda: self.client.report_state("node-1", {"lease_generation": gen}, 5),
+            lambda: self.client.renew_lease("node-1", gen, 5),
+            lambda: self.client.host_fenced("node-1", gen, "late", 5),
+            lambda: self.client.sync_routers("node-1"),
+            lambda: self.client.update_router_status(
+                "node-1", {router["id"]: {"status": "ERROR", "reason": "late"}}),
+        ]
+        for call in calls:
+            self.assertRaises(rpc.CallExpired, call)
+        [agent] = self.db.agent_health()
+        self.assertEqual(gen, agent["lease_generation"])  # no second registration
+        self.assertIsNone(agent["fenced_at"])
+        self.assertNotEqual("ERROR", self.db.get_router(router["id"])["status"])
+
+
+class CompiledValidationTest(testtools.TestCase):
+    """rpc.validated checks each schema once, not on every message."""
+
+    BAD = [
+        ("report_state", {"host": "", "state": {}}),
+        ("report_state", {"host": "h", "state": []}),
+        ("report_state", {"host": "h"}),
+        ("register", {"host": "h", "namespace_prefix": "bad prefix/"}),
+        ("renew_lease", {"host": "h", "generation": 0}),
+        ("update_router_status", {"host": "h", "reports": {"not-a-uuid": {
+            "status": "ACTIVE"}}}),
+        ("update_router_status", {"host": "h", "reports": {
+            "5d7a0f3e-0000-4000-8000-000000000000": {"status": "GREAT"}}}),
+        ("sync_routers", {"host": "h", "extra": 1}),
+    ]
+
+    def test_same_messages_as_jsonschema_validate(self):
+        for name, payload in self.BAD:
+            endpoint = _validating_endpoint(name)
+            exc = self.assertRaises(oslo_messaging.ExpectedException, endpoint.handle,
+                                    {}, **payload)
+            refused = exc.exc_info[1]
+            self.assertIsInstance(refused, rpc.InvalidPayload)
+            # What the uncompiled check said for the same payload.
+            try:
+                jsonschema.validate(payload, rpc.SCHEMAS[name])
+            except jsonschema.ValidationError as err:
+                where = "/".join(str(p) for p in err.absolute_path) or "(message)"
+                self.assertEqual(f"handle: {where}: {err.message}", str(refused))
+            else:
+                self.fail(f"{name} {payload} should be invalid")
+            self.assertEqual([], endpoint.calls)
+
+    def test_schema_is_not_rechecked_per_message(self):
+        endpoint = _validating_endpoint("report_state")
+        check = self.useFixture(fixtures.MockPatchObject(
+            jsonschema.validators.validator_for(rpc.SCHEMAS["report_state"]),
+            "check_schema")).mock
+        for n in range(5):
+            endpoint.handle({}, host="node-1", state={"routers": n})
+        self.assertRaises(oslo_messaging.ExpectedException, endpoint.handle, {},
+                          host="node-1", state="not an object")
+        self.assertEqual(5, len(endpoint.calls))
+        self.assertEqual(0, check.call_count)
+
+
+def _validating_endpoint(schema_name):
+    class Endpoint:
+        def __init__(self):
+            self.calls = []
+
+        @rpc.validated(schema_name)
+        def handle(self, ctxt, **kwargs):
+            self.calls.append(kwargs)
+
+    return Endpoint()
+
+
+class _FakeTimer:
+    def __init__(self, started, interval, fn):
+        self.started = started
+        self.interval = interval
+        self.fn = fn
+        self.daemon = False
+
+    def start(self):
+        self.started.append(self)
+
+
+class ExpiredReportSheddingTest(testtools.TestCase):
+    """Expired state reports are refused without a log line each."""
+
+    def setUp(self):
+        super().setUp()
+        self.log = self.useFixture(fixtures.FakeLogger(level=logging.INFO))
+        self.timers = []
+        self.shed = rpc.ExpiredReportLog(
+            interval=10.0, timer=lambda interval, fn: _FakeTimer(self.timers, interval, fn))
+        self.useFixture(fixtures.MockPatchObject(rpc, "EXPIRED_REPORTS", self.shed))
+
+        class Endpoint:
+            calls = []
+
+            @rpc.validated("report_state")
+            def report_state(self, ctxt, host, state):
+                self.calls.append(host)
+
+        self.endpoint = Endpoint()
+
+    def _warnings(self):
+        return [line for line in self.log.output.splitlines() if "refused" in line]
+
+    def _expired(self, n, host="node-1"):
+        for i in range(n):
+            exc = self.assertRaises(
+                oslo_messaging.ExpectedException, self.endpoint.report_state,
+                rpc.call_context(1.0, now=time.time() - 2.0 - i / 1000), host=host,
+                state={})
+            self.assertIs(rpc.CallExpired, exc.exc_info[0])
+
+    def test_a_burst_logs_its_first_refusal_then_one_count_per_interval(self):
+        self._expired(50)
+        self._expired(10, host="node-2")
+        self.assertEqual([], self.endpoint.calls)
+        self.assertEqual(1, len(self._warnings()), self.log.output)
+        self.assertIn("report_state from host node-1 refused", self._warnings()[0])
+        self.assertEqual(1, len(self.timers))
+        self.timers[0].fn()  # the interval has passed
+        self.assertEqual(2, len(self._warnings()))
+        self.assertIn("59 more expired state report(s) or lease renewal(s) from 2 host(s)",
+                      self._warnings()[1])
+        # Still refusing: counted again; a quiet interval ends the burst.
+        self._expired(3)
+        self.timers[1].fn()
+        self.assertIn("3 more expired", self._warnings()[2])
+        self.timers[2].fn()
+        self.assertEqual(3, len(self._warnings()))
+        self.assertEqual(3, len(self.timers))
+        # The next burst is reported at once.
+        self._expired(1, host="node-3")
+        self.assertIn("from host node-3 refused", self._warnings()[3])
+
+    def test_other_methods_log_each_refusal(self):
+        endpoint = _RecordingEndpoint()
+        for _ in range(3):
+            self.assertRaises(oslo_messaging.ExpectedException, endpoint.sync_routers,
+                              rpc.call_context(1.0, now=time.time() - 5), host="node-1")
+        self.assertEqual(3, len(self._warnings()))
+        self.assertEqual([], self.timers)

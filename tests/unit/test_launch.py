@@ -1,0 +1,70 @@
+"""launch: SIGHUP reloads the mutable options and never ends the wait."""
+
+import logging
+import os
+import signal
+import threading
+
+import fixtures
+import testtools
+
+from clouddisco import conf as cd_conf
+from clouddisco import launch
+
+
+class SighupTest(testtools.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.log = self.useFixture(fixtures.FakeLogger(level=logging.INFO))
+        self.path = os.path.join(self.useFixture(fixtures.TempDir()).path, "c.conf")
+        self._write(debug=False)
+        self.conf = cd_conf.build(["--config-file", self.path], default_config_files=[])
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            self.addCleanup(signal.signal, sig, signal.getsignal(sig))
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def _write(self, debug):
+        with open(self.path, "w") as f:
+            f.write(f"[DEFAULT]\ndebug = {debug}\n[agent]\nreport_interval = 1\n")
+
+    def test_reload_config_applies_mutable_options_only(self):
+        self._write(debug=True)
+        with open(self.path, "a") as f:
+            f.write("report_interval = 7\n")  # not mutable: next restart
+        changed = launch.reload_config(self.conf)
+        self.assertEqual({(None, "debug")}, set(changed))
+        self.assertTrue(self.conf.debug)
+        self.assertEqual(1, self.conf.agent.report_interval)
+        self.assertIn("mutable options changed: [DEFAULT] debug; still serving",
+                      self.log.output)
+
+    def test_unreadable_file_keeps_the_old_configuration(self):
+        with open(self.path, "w") as f:
+            f.write("[DEFAULT\nnot ini at all\n")
+        self.assertEqual({}, launch.reload_config(self.conf))
+        self.assertFalse(self.conf.debug)
+        self.assertIn("configuration files not reloaded", self.log.output)
+
+    def test_wait_for_signal_reloads_on_sighup_and_returns_on_sigterm(self):
+        self._write(debug=True)
+        original = signal.getsignal(signal.SIGHUP)
+
+        def send():
+            # Not before wait_for_signal has its handlers in place.
+            while signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or \
+                    signal.getsignal(signal.SIGHUP) is original:
+                threading.Event().wait(0.01)
+            os.kill(os.getpid(), signal.SIGHUP)
+            # Only once the reload is done: SIGTERM must find it still waiting.
+            while "still serving" not in self.log.output:
+                threading.Event().wait(0.01)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=send, daemon=True).start()
+        self.assertEqual(signal.SIGTERM, launch.wait_for_signal(self.conf))
+        self.assertTrue(self.conf.debug)
+
+    def test_a_service_survives_sighup_during_start_up(self):
+        launch.survive_sighup()
+        os.kill(os.getpid(), signal.SIGHUP)  # the default action would end us
+        self.assertIsNot(signal.SIG_IGN, signal.getsignal(signal.SIGHUP))
