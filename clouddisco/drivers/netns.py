@@ -24,6 +24,8 @@ Why it looks the way it does:
 
 Measured on 2 shared cores: 1,000 routers ensure 2.5-2.8 s, re-ensure (adopt)
 ~0.2 s, remove 0.5 s; 200 routers 0.4-0.55 s / 0.03 s / 0.06 s (bench/netns_ops.py).
+Gratuitous ARP (3 frames per router, see _announce) ends ~6.7 s after ensure
+returns for 1,000 routers.
 """
 
 import concurrent.futures
