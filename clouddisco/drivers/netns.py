@@ -66,16 +66,17 @@ _CLOSE_PARALLEL = 64  # packet sockets closing at once (see _announce)
 # second later the burst that caused the loss is over.
 _GARP_REPEATS = 3
 _GARP_INTERVAL = 1.0  # seconds from the end of one round to the start of the next
-# ENOBUFS means the frame was dropped: the per-CPU backlog the veth feeds
-# (netdev_max_backlog, 1,000) is full of the previous broadcasts' flood
-# copies, ~1 per bridge port. It drains within milliseconds once softirqs
-# run, so back off 2, 4, 8, 16, 32 ms: at most 62 ms per frame.
+# ENOBUFS means the frame was dropped, most likely because the per-CPU
+# backlog the veth feeds (netdev_max_backlog, 1,000) is full of earlier
+# broadcasts' flood copies, ~1 per bridge port. That drains within
+# milliseconds once softirqs run, so back off 2, 4, 8, 16, 32 ms: at most
+# 62 ms per frame.
 _GARP_ATTEMPTS = 6
 _GARP_BACKOFF = 0.002
 _GARP_TRANSIENT = frozenset({errno.ENOBUFS, errno.EAGAIN})
-# A batch that has run this long (e.g. every send refused because host ends
-# are down) makes no more retries or rounds: announcing must not go on for
-# minutes. 1,000 routers took 6.7 s after ensure returned (3 rounds).
+# A batch that has run this long (e.g. because the backlog stays full and
+# every frame uses up its attempts) makes no more retries or rounds:
+# announcing must not go on for minutes. 1,000 routers took 6.7 s after ensure returned (3 rounds).
 _GARP_DEADLINE = 20.0
 _GARP_NAMED = 5  # router ids a warning names
 
