@@ -194,13 +194,18 @@ def garp_frame(mac: str, ip: str) -> bytes:
             + hw + addr + b"\xff" * 6 + addr)
 
 
-def send_garp(dev: str, spec: base.RouterSpec) -> socket.socket:
-    """Runs inside the namespace (see in_namespaces); the caller closes the socket."""
+def open_garp_socket(dev: str) -> socket.socket:
+    """Runs inside the namespace (see in_namespaces): a raw socket bound to
+    ``dev`` to send gratuitous ARP from; the caller sends and closes it.
+
+    Opening is kept apart from sending so that a send refused with ENOBUFS
+    can be retried on the same socket: every close of a packet socket costs
+    an RCU grace period (~12 ms).
+    """
     # Protocol 0: the socket only sends, so nothing queues up on it.
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
         sock.bind((dev, 0))
-        sock.send(garp_frame(spec.gateway_mac, spec.gateway_ip))
     except OSError:
         sock.close()
         raise
