@@ -143,8 +143,12 @@ class RouterWorker:
 
     def _build(self, specs: list[base.RouterSpec]) -> base.Results:
         """ensure() in locked batches, each allowed afresh; stops at the first
-        refusal (what was not built is not reported, so the scheduler sends it
-        again, and a resync follows once building is allowed)."""
+        refusal, and a resync follows once building is allowed.
+
+        A router not built because the node guard is missing is returned with
+        that reason (the agent still owns it, so the API shows ERROR, not a
+        router that serves nothing as ACTIVE). One not built because the lease
+        ran out is left out: this agent may no longer own it."""
         results: base.Results = {}
         for start in range(0, len(specs), BUILD_CHUNK):
             try:
@@ -155,6 +159,10 @@ class RouterWorker:
                     results.update(self.driver.ensure(specs[start:start + BUILD_CHUNK]))
             except (BuildRefused, lease.LockTimeout) as exc:
                 self._refused(str(exc), len(specs) - start)
+                if self.node.lease_left() >= BUILD_BUDGET:
+                    present = self.driver.list_routers()  # those still serve
+                    results.update({s.id: f"not built: {exc}" for s in specs[start:]
+                                    if s.id not in present})
                 break
         return results
 

@@ -97,6 +97,10 @@ class GuardRequiredTest(testtools.TestCase):
         self.assertEqual("missing", self.node.guard_status())
         self.assertEqual(set(), self.build())
         self.assertTrue(self.worker.refused.is_set())
+        # Still this agent's router: the API must say why it does not serve.
+        [report] = self.scheduler.reports[-1].values()
+        self.assertEqual("ERROR", report["status"])
+        self.assertIn("node guard of node-1 is missing", report["reason"])
 
     def test_guard_of_another_host_counts_as_missing(self):
         os.unlink(os.path.join(self.nodefix.state_dir, f"{HOST}.guard.json"))
