@@ -125,6 +125,41 @@ class FaultTest(_FaultBase):
                         self.cloud.report_interval)
         self.check_invariants([router])
 
+    def test_dead_guard_then_hung_agent_never_gives_two_copies(self):
+        """The guard is killed and left down, then the agent hangs: nothing on
+        the node can remove its copy, so the control plane must not start
+        another. Once the agent resumes it removes its own copy (its lease ran
+        out), and once the guard is back the router serves again."""
+        router, agent = self.router_on()
+        host = self.cloud.host(agent)
+        self.cloud.guard(agent).kill()
+        # The killed guard's last beat stays on disk: "stale" (a guard that
+        # never ran would be "missing").
+        netlab.wait_for(lambda: self.cloud.agents()[host].get("guard_status") == "stale",
+                        15, what="the agent to report its dead guard")
+        proc = self.cloud.agent(agent)
+        self.addCleanup(lambda: proc.alive() and os.kill(proc.pid, signal.SIGCONT))
+        proc.signal(signal.SIGSTOP)
+        # Long enough to be declared dead, and for a moved copy to come up.
+        time.sleep(self.cloud.agent_down_time + 3)
+        self.sampler.assert_no_double_active()
+        self.assertEqual(host, self.cloud.router(router["id"])["agent_host"],
+                         "a router of an unguarded, silent node was moved")
+        self.assertEqual(1, len([e for e in self.cloud.events() if e["cause"] == "unguarded"]))
+        self.assertTrue(self.cloud.probe.ping_once(router["external_gateway_ip"]),
+                        "the hung node's copy still serves")
+        proc.signal(signal.SIGCONT)
+        netlab.wait_for(lambda: self.cloud.router_namespaces(agent) == [], 15,
+                        what="the resumed agent to remove its copy (lease ran out)")
+        # The new guard finds the lease run out, fences and reports it, so the
+        # router moves (or, had the agent registered first, is rebuilt here).
+        self.cloud.start_guard(agent)
+        self.cloud.wait_router(router["id"], timeout=30)
+        self.assertTrue(netlab.wait_for(
+            lambda: self.cloud.probe.ping_once(router["external_gateway_ip"]), 30,
+            what="the router to serve again"))
+        self.check_invariants([router])
+
 
 @netlab.skip_unless_root
 class CutOffTest(_FaultBase):
