@@ -22,8 +22,8 @@ import statistics
 import sys
 import time
 
-from tests.functional import cloud as cloud_mod
-from tests.functional import netlab
+from lab import cloud as cloud_mod
+from lab import netlab
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

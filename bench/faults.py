@@ -29,8 +29,8 @@ import time
 
 from bench import icmp_sweep
 from bench.failover import percentile
-from tests.functional import cloud as cloud_mod
-from tests.functional import netlab
+from lab import cloud as cloud_mod
+from lab import netlab
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # Ping-gap targets of issue 3 at the default timings (seconds).

@@ -9,8 +9,8 @@ import signal
 import sys
 import time
 
-from tests.functional import cloud as cloud_mod
-from tests.functional import netlab
+from lab import cloud as cloud_mod
+from lab import netlab
 
 
 def step(text: str) -> None:

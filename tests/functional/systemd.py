@@ -102,7 +102,7 @@ from typing import Any
 
 import fixtures
 
-from tests.functional import netlab
+from lab import netlab
 
 SYSTEMD = "/lib/systemd/systemd"
 ROOT_REASON = "needs root to boot systemd in a PID namespace"

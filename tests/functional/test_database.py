@@ -13,8 +13,8 @@ import testtools
 from clouddisco.db import api as db_api
 from clouddisco.db import migration
 from clouddisco.db import models
+from lab import netlab
 from tests.functional import cloud as cloud_mod
-from tests.functional import netlab
 from tests.unit import test_migrations
 
 

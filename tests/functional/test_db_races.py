@@ -14,7 +14,7 @@ from clouddisco.db import migration
 from clouddisco.db import models
 from clouddisco.scheduler import dispatch
 from clouddisco.scheduler import monitor
-from tests.functional import netlab
+from lab import netlab
 from tests.unit import base
 
 

@@ -4,8 +4,8 @@ import signal
 import subprocess
 import time
 
+from lab import netlab
 from tests.functional import cloud as cloud_mod
-from tests.functional import netlab
 
 
 @netlab.skip_unless_root

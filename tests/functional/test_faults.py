@@ -9,9 +9,9 @@ import os
 import signal
 import time
 
+from lab import invariants
+from lab import netlab
 from tests.functional import cloud as cloud_mod
-from tests.functional import invariants
-from tests.functional import netlab
 
 
 class _FaultBase(cloud_mod.CloudTestCase):

@@ -1,4 +1,4 @@
-"""Tests of tests.functional.invariants on hand-built namespaces (root only)."""
+"""Tests of lab.invariants on hand-built namespaces (root only)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import subprocess
 import time
 import unittest
 
-from tests.functional import invariants
-from tests.functional import netlab
+from lab import invariants
+from lab import netlab
 
 
 class TestSamplerArguments(unittest.TestCase):

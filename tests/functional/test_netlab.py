@@ -1,4 +1,4 @@
-"""Tests of the functional-test lab helpers themselves (tests.functional.netlab).
+"""Tests of the functional-test lab helpers themselves (lab.netlab).
 
 The network and broker tests need root (namespaces, bridges, a private
 RabbitMQ node); the pure bookkeeping of Pinger runs anywhere.
@@ -10,7 +10,7 @@ import subprocess
 import time
 import unittest
 
-from tests.functional import netlab
+from lab import netlab
 
 
 class FakeProc:

@@ -14,9 +14,9 @@ lease_time and every router goes dark for the rest of the outage.
 
 import time
 
+from lab import invariants
+from lab import netlab
 from tests.functional import cloud as cloud_mod
-from tests.functional import invariants
-from tests.functional import netlab
 
 OUTAGE = 8.0  # seconds: well past lease_time (2 s) and agent_down_time (3 s)
 

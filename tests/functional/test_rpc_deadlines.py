@@ -19,8 +19,8 @@ import oslo_messaging
 
 from clouddisco import rpc
 from clouddisco.db import api as db_api
+from lab import netlab
 from tests.functional import cloud as cloud_mod
-from tests.functional import netlab
 from tests.unit import base as unit_base
 
 HOST = "deadline-node"

@@ -11,8 +11,8 @@ import re
 import signal
 import time
 
+from lab import netlab
 from tests.functional import cloud as cloud_mod
-from tests.functional import netlab
 
 
 class SighupTest(cloud_mod.CloudTestCase):

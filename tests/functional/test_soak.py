@@ -15,8 +15,8 @@ import time
 import requests
 from testtools import content
 
+from lab import netlab
 from tests.functional import cloud as cloud_mod
-from tests.functional import netlab
 
 SOAK_SECONDS = float(os.environ.get("CLOUDDISCO_SOAK_SECONDS", "600"))
 BUSY_LOOP = "import time\nend = time.monotonic() + %f\nwhile time.monotonic() < end: pass\n"

@@ -6,8 +6,8 @@ import tempfile
 
 import testtools
 
+from lab import netlab
 from tests.functional import cloud as cloud_mod
-from tests.functional import netlab
 
 
 def run(binary, conf_text, *args):

@@ -18,7 +18,7 @@ import testtools
 from testtools import content
 
 import clouddisco
-from tests.functional import netlab
+from lab import netlab
 from tests.functional import systemd
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(clouddisco.__file__)))

@@ -1,4 +1,4 @@
-"""Tests of tests.functional.tcpproxy (no root needed).
+"""Tests of lab.tcpproxy (no root needed).
 
 The first class uses a local echo server; the second puts the proxy between
 kombu and the machine's RabbitMQ (127.0.0.1:5672, default vhost), using only
@@ -19,8 +19,8 @@ import unittest
 import amqp
 import kombu
 
-from tests.functional import netlab
-from tests.functional import tcpproxy
+from lab import netlab
+from lab import tcpproxy
 
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
 

@@ -6,9 +6,9 @@ import os
 import signal
 import time
 
+from lab import invariants
+from lab import netlab
 from tests.functional import cloud as cloud_mod
-from tests.functional import invariants
-from tests.functional import netlab
 from tests.functional import systemd
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -28,7 +28,7 @@ import testtools
 
 from clouddisco.drivers import base
 from clouddisco.drivers import netns
-from tests.functional import netlab
+from lab import netlab
 
 PROBE_CIDR = "10.250.255.254/16"
 

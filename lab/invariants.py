@@ -47,7 +47,7 @@ import unittest
 from collections.abc import Iterable
 from typing import Any
 
-from tests.functional import netlab
+from lab import netlab
 
 NETNS_DIR = "/run/netns"
 MAX_INTERVAL = 0.05

@@ -1,0 +1,435 @@
+"""A whole clouddisco on one machine, from real parts: the lab that the
+functional tests, bench/ and the quick start share.
+
+MariaDB (a throw-away database on the machine's server), RabbitMQ (a private
+vhost on the machine's broker, or any transport URL, e.g. a PrivateRabbit),
+real ``clouddisco-*`` processes started from this venv, real namespaces on a
+private bridge. Every piece is removed again, also when a test fails; the
+process logs are attached to a failing test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+
+import fixtures
+import requests
+
+from lab import netlab
+from lab import tcpproxy
+
+BIN = os.path.dirname(sys.executable)
+CIDR = "10.250.0.0/16"
+PROBE_CIDR = "10.250.0.1/16"
+ADMIN_HEADERS = {"X-Project-Id": "functional", "X-Roles": "admin"}
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True,
+                   timeout=60)
+
+
+class Process:
+    """One clouddisco process, in its own session so nothing it spawns survives it."""
+
+    def __init__(self, name: str, argv: list[str], log_path: str) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self.popen: subprocess.Popen | None = None
+
+    def start(self) -> Process:
+        log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.popen.pid, sig)
+
+    def children(self) -> dict[int, str]:
+        """Live child processes (the scheduler's cotyledon workers) by pid,
+        with their process titles (e.g. "clouddisco-scheduler: state reports")."""
+        if not self.alive():
+            return {}
+        out = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry}/stat") as f:
+                    # "pid (comm) state ppid ...": comm may hold spaces.
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                if ppid != self.popen.pid:
+                    continue
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    out[int(entry)] = f.read().replace(b"\0", b" ").decode().strip()
+        return out
+
+    def kill(self) -> None:
+        """kill -9, and reap it."""
+        if self.alive():
+            os.kill(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=10)
+
+    def kill_group(self) -> None:
+        """kill -9 of the process and everything in its session (the
+        scheduler's worker processes), and reap it."""
+        if self.popen is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if not self.alive():
+            return self.popen.returncode if self.popen else None
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+
+class Cloud(fixtures.Fixture):
+    """API + scheduler + L3 agents (netns driver) on a private bridge.
+
+    ``agents`` names the agents; each gets host ``<name>`` within this cloud
+    (made unique per cloud) and namespace prefix ``<cloud token>-<name>-``.
+    """
+
+    def __init__(self, agents=("a", "b"), transport_url: str | None = None,
+                 report_interval: float = 1.0, agent_down_time: float = 3.0,
+                 check_interval: float = 0.5, lease_time: float = 2.0,
+                 restart_grace: float = 5.0, guards: bool = True, schedulers: int = 1,
+                 max_dead_fraction: float = 0.5, proxied_agents: tuple[str, ...] = (),
+                 proxied_schedulers: tuple[int, ...] = (), debug: bool = False,
+                 http_reports: bool = True) -> None:
+        super().__init__()
+        self.agent_names = list(agents)
+        self.external_transport_url = transport_url
+        self.report_interval = report_interval
+        self.agent_down_time = agent_down_time
+        self.check_interval = check_interval
+        self.lease_time = lease_time
+        self.restart_grace = restart_grace
+        self.guards = guards
+        self.scheduler_count = schedulers
+        self.max_dead_fraction = max_dead_fraction
+        # Agents also report over HTTP to the API when RPC does not answer
+        # ([agent] report_endpoints), as a production node would be set up.
+        self.http_reports = http_reports
+        # Processes that reach RabbitMQ through a TcpProxy a test can cut
+        # (agents by name, schedulers by number); the agent's node guard uses
+        # its agent's proxy, as it would share the node's network.
+        self.proxied = {f"agent-{a}" for a in proxied_agents} | {
+            f"scheduler-{n}" for n in proxied_schedulers}
+        self.proxies: dict[str, tcpproxy.TcpProxy] = {}
+        self.debug = debug
+        self.token = "cdt" + secrets.token_hex(3)
+        self.processes: dict[str, Process] = {}
+
+    # ----------------------------------------------------------------- set-up
+
+    def _setUp(self) -> None:
+        self.tmp = self.useFixture(fixtures.TempDir()).path
+        self.db = netlab.TempDatabase()
+        self.addCleanup(self.db.drop)
+        self.transport_url = self.external_transport_url or self._make_vhost()
+        self.bridge = netlab.Bridge()
+        self.addCleanup(self.bridge.delete)
+        self.probe = netlab.ProbeNamespace(self.bridge, PROBE_CIDR)
+        self.addCleanup(self.probe.delete)
+        self.addCleanup(self._remove_router_namespaces)
+        self.addCleanup(self._stop_all)
+        self.api_port = netlab.free_port()
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.write_config("common", host="controller")
+        subprocess.run([f"{BIN}/clouddisco-db-manage", "--config-file", self.config_path(
+            "common"), "upgrade", "head"], check=True, capture_output=True, timeout=120)
+        self.start("api", "clouddisco-api")
+        for n in range(1, self.scheduler_count + 1):
+            self.start_scheduler(n, self._proxied_url(f"scheduler-{n}"))
+        for name in self.agent_names:
+            self.start_agent(name, self._proxied_url(f"agent-{name}"))
+            if self.guards:
+                self.start_guard(name)
+        netlab.wait_for(self._api_up, 60, 0.2, "clouddisco-api to answer")
+        netlab.wait_for(lambda: self.alive_hosts() >= {self.host(n) for n in self.agent_names},
+                        60, 0.2, "every agent to report")
+
+    def _proxied_url(self, process: str) -> str | None:
+        if process not in self.proxied:
+            return None
+        url = urllib.parse.urlsplit(self.transport_url)
+        proxy = tcpproxy.TcpProxy(url.hostname, url.port or 5672).start()
+        self.addCleanup(proxy.close)
+        self.proxies[process] = proxy
+        return urllib.parse.urlunsplit(url._replace(
+            netloc=f"{url.username}:{url.password}@127.0.0.1:{proxy.port}"))
+
+    def proxy(self, process: str) -> tcpproxy.TcpProxy:
+        """The proxy of ``agent-<name>`` or ``scheduler-<n>`` (their broker
+        link), or ``agent-<name>-api`` (a proxied agent's HTTP reports)."""
+        return self.proxies[process]
+
+    def _report_endpoint(self, name: str) -> str | None:
+        """Where agent ``name`` sends HTTP reports: the API, through a proxy of
+        its own when the agent is proxied (its node's whole network)."""
+        if not self.http_reports:
+            return None
+        key = f"agent-{name}-api"
+        if f"agent-{name}" in self.proxied and key not in self.proxies:
+            proxy = tcpproxy.TcpProxy("127.0.0.1", self.api_port).start()
+            self.addCleanup(proxy.close)
+            self.proxies[key] = proxy
+        port = self.proxies[key].port if key in self.proxies else self.api_port
+        return f"http://127.0.0.1:{port}"
+
+    def cut_off(self, name: str, mode: str = "reset") -> None:
+        """Cut a proxied agent's node off from the whole control plane."""
+        for key in (f"agent-{name}", f"agent-{name}-api"):
+            if key in self.proxies:
+                self.proxies[key].cut(mode)
+
+    def reconnect(self, name: str) -> None:
+        for key in (f"agent-{name}", f"agent-{name}-api"):
+            if key in self.proxies:
+                self.proxies[key].restore()
+
+    def _make_vhost(self) -> str:
+        vhost = self.token
+        rabbitmqctl("add_vhost", vhost)
+        self.addCleanup(rabbitmqctl, "delete_vhost", vhost)
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        return f"rabbit://guest:guest@127.0.0.1:5672/{vhost}"
+
+    def host(self, agent: str) -> str:
+        return f"{self.token}-{agent}"
+
+    def prefix(self, agent: str) -> str:
+        return f"{self.token}-{agent}-"
+
+    def config_path(self, name: str) -> str:
+        return os.path.join(self.tmp, f"{name}.conf")
+
+    def state_dir(self, agent: str) -> str:
+        return os.path.join(self.tmp, f"state-{agent}")
+
+    def write_config(self, name: str, host: str, prefix: str = "qrouter-",
+                     transport_url: str | None = None, state_dir: str | None = None,
+                     report_endpoint: str | None = None) -> str:
+        text = f"""
+[DEFAULT]
+host = {host}
+transport_url = {transport_url or self.transport_url}
+debug = {self.debug}
+[database]
+connection = {self.db.url}
+[api]
+bind_host = 127.0.0.1
+bind_port = {self.api_port}
+external_cidr = {CIDR}
+external_reserved_ips = {PROBE_CIDR.split('/')[0]}
+[agent]
+router_driver = netns
+namespace_prefix = {prefix}
+external_bridge = {self.bridge.name}
+report_interval = {self.report_interval}
+state_dir = {state_dir or os.path.join(self.tmp, "state")}
+report_endpoints = {report_endpoint or ""}
+[health]
+report_key = {self.token if self.http_reports else ""}
+agent_down_time = {self.agent_down_time}
+check_interval = {self.check_interval}
+lease_time = {self.lease_time}
+max_dead_fraction = {self.max_dead_fraction}
+[scheduler]
+replica_down_time = {max(2 * self.check_interval, 1.0)}
+[cleanup]
+restart_grace = {self.restart_grace}
+check_interval = 0.05
+[oslo_messaging_rabbit]
+# Come back quickly after a broker outage (defaults back off to 30 s).
+rabbit_retry_interval = 1
+rabbit_retry_backoff = 1
+rabbit_interval_max = 2
+# Notice a silently dropped connection (a partition) in seconds, not a minute.
+heartbeat_timeout_threshold = 6
+"""
+        path = self.config_path(name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def start(self, name: str, binary: str, config: str = "common",
+              extra: tuple[str, ...] = ()) -> Process:
+        proc = Process(name, [f"{BIN}/{binary}", "--config-file", self.config_path(config),
+                              *extra], os.path.join(self.tmp, f"{name}.log"))
+        self.processes[name] = proc.start()
+        return proc
+
+    def start_scheduler(self, n: int, transport_url: str | None = None) -> Process:
+        self.write_config(f"scheduler-{n}", host=f"{self.token}-controller-{n}",
+                          transport_url=transport_url)
+        return self.start(f"scheduler-{n}", "clouddisco-scheduler", config=f"scheduler-{n}")
+
+    def scheduler(self, n: int = 1) -> Process:
+        return self.processes[f"scheduler-{n}"]
+
+    def start_agent(self, name: str, transport_url: str | None = None) -> Process:
+        self.write_config(f"agent-{name}", host=self.host(name), prefix=self.prefix(name),
+                          transport_url=transport_url, state_dir=self.state_dir(name),
+                          report_endpoint=self._report_endpoint(name))
+        return self.start(f"agent-{name}", "clouddisco-l3-agent", config=f"agent-{name}")
+
+    def start_guard(self, name: str) -> Process:
+        """The node guard (clouddisco-cleanup --daemon) of agent ``name``'s node."""
+        return self.start(f"guard-{name}", "clouddisco-cleanup", config=f"agent-{name}",
+                          extra=("--daemon",))
+
+    def agent(self, name: str) -> Process:
+        return self.processes[f"agent-{name}"]
+
+    def guard(self, name: str) -> Process:
+        return self.processes[f"guard-{name}"]
+
+    # ------------------------------------------------------------- tear-down
+
+    def _stop_all(self) -> None:
+        for proc in self.processes.values():
+            with contextlib.suppress(Exception):
+                proc.kill_group()
+
+    def _remove_router_namespaces(self) -> None:
+        for ns in netlab.namespaces_with_prefix(self.token + "-"):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+    def logs(self, tail: int | None = 200_000) -> dict[str, bytes]:
+        """The last ``tail`` bytes (None: all) of every process log, by file name."""
+        out = {}
+        for name in sorted(os.listdir(self.tmp)):
+            if name.endswith(".log"):
+                with open(os.path.join(self.tmp, name), "rb") as f:
+                    data = f.read()
+                out[name] = data if tail is None else data[-tail:]
+        return out
+
+    # ------------------------------------------------------------------ API
+
+    def api(self, method: str, path: str, json=None, headers=None,
+            expect: int | None = None) -> requests.Response:
+        resp = requests.request(method, self.api_url + path, json=json,
+                                headers=headers or ADMIN_HEADERS, timeout=30)
+        if expect is not None and resp.status_code != expect:
+            raise AssertionError(f"{method} {path}: expected {expect}, got "
+                                 f"{resp.status_code}: {resp.text}")
+        return resp
+
+    def _api_up(self) -> bool:
+        try:
+            return requests.get(self.api_url + "/", timeout=2).ok
+        except requests.RequestException:
+            return False
+
+    def agents(self) -> dict[str, dict]:
+        """Agents of this cloud by host."""
+        return {a["host"]: a for a in self.api("GET", "/v1/agents", expect=200).json()["agents"]}
+
+    def alive_hosts(self) -> set[str]:
+        try:
+            return {h for h, a in self.agents().items() if a["alive"]}
+        except (requests.RequestException, AssertionError):
+            return set()
+
+    def create_router(self, name: str = "r", **body) -> dict:
+        return self.api("POST", "/v1/routers", json={"name": name, **body},
+                        expect=201).json()["router"]
+
+    def router(self, router_id: str) -> dict | None:
+        resp = self.api("GET", f"/v1/routers/{router_id}")
+        if resp.status_code == 404:
+            return None
+        assert resp.status_code == 200, resp.text
+        return resp.json()["router"]
+
+    def wait_router(self, router_id: str, status: str = "ACTIVE", timeout: float = 30,
+                    agent_host: str | None = None) -> dict:
+        def ready():
+            r = self.router(router_id)
+            if r and r["status"] == status and (agent_host is None or
+                                                 r["agent_host"] == agent_host):
+                return r
+            return None
+        return netlab.wait_for(ready, timeout, 0.1,
+                               f"router {router_id} to be {status}"
+                               + (f" on {agent_host}" if agent_host else ""))
+
+    def wait_router_gone(self, router_id: str, timeout: float = 30) -> None:
+        netlab.wait_for(lambda: self.router(router_id) is None, timeout, 0.1,
+                        f"router {router_id} to be deleted")
+
+    def events(self, router_id: str | None = None) -> list[dict]:
+        q = f"?router_id={router_id}" if router_id else ""
+        return self.api("GET", f"/v1/failover-events{q}", expect=200).json()["failover_events"]
+
+    # ------------------------------------------------------------ data plane
+
+    def namespace(self, agent: str, router_id: str) -> str:
+        return self.prefix(agent) + router_id
+
+    def router_namespaces(self, agent: str) -> list[str]:
+        return netlab.namespaces_with_prefix(self.prefix(agent))
+
+    def agent_of(self, router: dict) -> str:
+        """Agent name (not host) hosting ``router``."""
+        for name in self.agent_names:
+            if router["agent_host"] == self.host(name):
+                return name
+        raise AssertionError(f"router {router['id']} is on unknown host "
+                             f"{router['agent_host']}")
+
+    def lose_node(self, agent: str) -> float:
+        """Simulate losing the agent's node: kill -9 the agent and its node guard
+        and make its router namespaces vanish. Returns the wall-clock time of the loss.
+
+        The kernel tears a deleted namespace down asynchronously and it was
+        seen answering pings for up to 0.7 s after ``ip netns del``; a lost
+        node answers nothing, so every link goes down first (one batch per
+        namespace), and the loss is timed at that moment.
+        """
+        self.agent(agent).kill()
+        if f"guard-{agent}" in self.processes:
+            self.guard(agent).kill()
+        names = self.router_namespaces(agent)
+        for ns in names:
+            links = subprocess.run(["ip", "-n", ns, "-o", "link", "show"],
+                                   capture_output=True, text=True).stdout
+            devs = [line.split(":")[1].strip().split("@")[0] for line in links.splitlines()]
+            subprocess.run(["ip", "-n", ns, "-batch", "-"], input="".join(
+                f"link set dev {d} down\n" for d in devs if d != "lo"), text=True,
+                capture_output=True)
+        lost_at = time.time()
+        if names:
+            subprocess.run(["ip", "-batch", "-"], input="".join(
+                f"netns del {n}\n" for n in names), text=True, check=False,
+                capture_output=True)
+        return lost_at
+
