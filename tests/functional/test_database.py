@@ -15,6 +15,7 @@ from clouddisco.db import migration
 from clouddisco.db import models
 from lab import netlab
 from tests.functional import cloud as cloud_mod
+from tests.functional import dbfixture
 from tests.unit import test_migrations
 
 
@@ -63,11 +64,8 @@ class MariaDBDeadlockTest(testtools.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.tempdb = netlab.TempDatabase()
-        self.addCleanup(self.tempdb.drop)
-        self.db = db_api.Database(self.tempdb.url)
-        self.addCleanup(self.db.engine.dispose)
-        migration.upgrade(self.db)
+        database = self.useFixture(dbfixture.MigratedDatabase())
+        self.tempdb, self.db = database.tempdb, database.db
         net = ipaddress.IPv4Network("10.250.0.0/16")
         dead = self.db.register_agent("dead", "d-")["id"]
         self.survivor = self.db.register_agent("alive", "a-")["id"]

@@ -10,11 +10,10 @@ import sqlalchemy as sa
 import testtools
 
 from clouddisco.db import api as db_api
-from clouddisco.db import migration
 from clouddisco.db import models
 from clouddisco.scheduler import dispatch
 from clouddisco.scheduler import monitor
-from lab import netlab
+from tests.functional import dbfixture
 from tests.unit import base
 
 
@@ -79,13 +78,9 @@ class InterleaveMixin:
 class MariaDBInterleaveTest(InterleaveMixin, testtools.TestCase):
     def setUp(self):
         super().setUp()
-        self.tempdb = netlab.TempDatabase()
-        self.addCleanup(self.tempdb.drop)
-        self.db = db_api.Database(self.tempdb.url)
-        self.addCleanup(self.db.engine.dispose)
-        migration.upgrade(self.db)
-        self.other = db_api.Database(self.tempdb.url)
-        self.addCleanup(self.other.engine.dispose)
+        database = self.useFixture(dbfixture.MigratedDatabase())
+        self.db = database.db
+        self.other = database.connect()
 
     def make_router(self):
         return self.db.create_router(project_id="p", name="r", ha=False,
@@ -101,11 +96,9 @@ class MariaDBRacingMonitorsTest(testtools.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.tempdb = netlab.TempDatabase()
-        self.addCleanup(self.tempdb.drop)
-        setup = db_api.Database(self.tempdb.url)
-        self.addCleanup(setup.engine.dispose)
-        migration.upgrade(setup)
+        self.database = self.useFixture(dbfixture.MigratedDatabase())
+        self.tempdb = self.database.tempdb
+        setup = self.database.db
         self.setup_db = setup
         agents = {h: setup.register_agent(h, f"{h}-")["id"] for h in ("dead", "s1", "s2")}
         self.agents = agents
@@ -120,8 +113,7 @@ class MariaDBRacingMonitorsTest(testtools.TestCase):
                 heartbeat_at=setup.now() - datetime.timedelta(seconds=self.DOWN + 1)))
 
     def make_monitor(self, host, entered, barrier):
-        db = db_api.Database(self.tempdb.url)
-        self.addCleanup(db.engine.dispose)
+        db = self.database.connect()
         agents_api = base.RecordingAgentAPI()
         dispatcher = dispatch.RouterDispatcher(db, agents_api, self.DOWN)
         mon = monitor.HealthMonitor(db, dispatcher, host=host, agent_down_time=self.DOWN,

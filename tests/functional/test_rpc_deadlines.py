@@ -26,15 +26,23 @@ from tests.unit import base as unit_base
 HOST = "deadline-node"
 
 
-class StaleCallTest(cloud_mod.CloudTestCase):
+class _ControlPlaneOnly(cloud_mod.CloudTestCase):
+    """A cloud with no agent, and a transport of the test's own to call it."""
+
     def setUp(self):
         super().setUp()
         if os.geteuid() != 0:
             self.skipTest("functional tests run as root")
         self.cloud = self.make_cloud(agents=(), guards=False)
         conf = unit_base.make_conf(transport_url=self.cloud.transport_url, host="probe")
-        transport = rpc.get_transport(conf)
-        self.addCleanup(transport.cleanup)
+        self.transport = rpc.get_transport(conf)
+        self.addCleanup(self.transport.cleanup)
+
+
+class StaleCallTest(_ControlPlaneOnly):
+    def setUp(self):
+        super().setUp()
+        transport = self.transport
         self.scheduler = rpc.SchedulerAPI(transport, timeout=10)
         self.db = db_api.Database.from_conf(
             unit_base.make_conf(database__connection=self.cloud.db.url))
@@ -79,21 +87,12 @@ class StaleCallTest(cloud_mod.CloudTestCase):
         self.assertEqual(2, agent["lease_generation"])
 
 
-class ReportBacklogTest(cloud_mod.CloudTestCase):
+class ReportBacklogTest(_ControlPlaneOnly):
     """A report worker that falls behind leaves its backlog in RabbitMQ
     (``[scheduler] report_prefetch_count``), not in its own memory, and
     refuses the reports whose senders gave up."""
 
     BACKLOG = 200
-
-    def setUp(self):
-        super().setUp()
-        if os.geteuid() != 0:
-            self.skipTest("functional tests run as root")
-        self.cloud = self.make_cloud(agents=(), guards=False)
-        conf = unit_base.make_conf(transport_url=self.cloud.transport_url, host="probe")
-        self.transport = rpc.get_transport(conf)
-        self.addCleanup(self.transport.cleanup)
 
     def _queue(self) -> tuple[int, int]:
         """(ready, unacknowledged) messages of the reports topic queue."""
