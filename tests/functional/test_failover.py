@@ -1,6 +1,5 @@
 """The walking skeleton end to end: real processes, MariaDB, RabbitMQ, namespaces."""
 
-import signal
 import subprocess
 import time
 
@@ -121,9 +120,12 @@ class RouterLifecycleTest(cloud_mod.CloudTestCase):
         self.assertEqual([], self.cloud.router_namespaces("b"))
 
     def test_cleanup_removes_only_stale_namespaces(self):
-        self.make_cloud()
+        # The agent's own resync (anti-entropy) removes leftovers too, so it is
+        # stopped first; its node guard holds the lease meanwhile.
+        self.make_cloud(restart_grace=60.0)
         router = self.cloud.wait_router(self.cloud.create_router("live")["id"])
         agent = self.cloud.agent_of(router)
+        self.cloud.agent(agent).stop()
         # A leftover of a router this host no longer owns.
         stale = self.cloud.namespace(agent, "5d7a0f3e-0000-4000-8000-000000000000")
         subprocess.run(["ip", "netns", "add", stale], check=True)
@@ -140,7 +142,6 @@ class RouterLifecycleTest(cloud_mod.CloudTestCase):
                          self.cloud.router_namespaces(agent))
         # Without a server, plain cleanup refuses to guess and removes nothing;
         # --all needs no server and removes everything of this prefix.
-        self.cloud.agent(agent).signal(signal.SIGTERM)
         offline = self.cloud.config_path("offline")
         with open(self.cloud.config_path(f"agent-{agent}")) as f:
             text = f.read().replace(self.cloud.transport_url,
@@ -161,13 +162,38 @@ class RouterLifecycleTest(cloud_mod.CloudTestCase):
 
 @netlab.skip_unless_root
 class BrokerOutageTest(cloud_mod.CloudTestCase):
-    """The agent keeps retrying while the broker is down and recovers after."""
+    """A private RabbitMQ is really stopped, then started again."""
 
-    def test_agent_recovers_after_broker_returns(self):
+    def start(self, **options):
         rabbit = netlab.PrivateRabbit()
         self.addCleanup(rabbit.destroy)
         rabbit.start()
-        cloud = self.make_cloud(agents=("a",), transport_url=rabbit.transport_url)
+        return rabbit, self.make_cloud(agents=("a",), transport_url=rabbit.transport_url,
+                                       **options)
+
+    def test_broker_outage_fences_nothing(self):
+        """Reports go to the API meanwhile: the router keeps serving, and
+        RPC work resumes when the broker is back."""
+        rabbit, cloud = self.start()
+        before = cloud.wait_router(cloud.create_router("before")["id"])
+        rabbit.stop()
+        time.sleep(cloud.agent_down_time + 2)
+        self.assertEqual([cloud.namespace("a", before["id"])], cloud.router_namespaces("a"))
+        self.assertTrue(cloud.probe.ping_once(before["external_gateway_ip"]))
+        self.assertEqual("ACTIVE", cloud.router(before["id"])["status"])
+        self.assertNotIn("fencing", open(cloud.guard("a").log_path).read())
+        rabbit.start_again()
+        after = cloud.wait_router(cloud.create_router("after")["id"], timeout=60)
+        self.assertTrue(netlab.wait_for(
+            lambda: cloud.probe.ping_once(after["external_gateway_ip"]), 10,
+            what="the new router to answer"))
+        self.assertEqual(cloud.host("a"), cloud.router(before["id"])["agent_host"])
+        self.assertEqual([], cloud.events(before["id"]))
+
+    def test_rpc_only_agent_fences_then_recovers_after_broker_returns(self):
+        """Without HTTP reports the lease needs the broker: the node fences,
+        the agent keeps retrying, and everything comes back after."""
+        rabbit, cloud = self.start(http_reports=False)
         before = cloud.wait_router(cloud.create_router("before")["id"])
         rabbit.stop()
         time.sleep(cloud.lease_time + 1)
