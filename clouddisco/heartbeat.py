@@ -18,6 +18,10 @@ This module imports no service: the scheduler, the API and the agent share it.
 
 import hashlib
 import hmac
+import json
+import time
+import urllib.request
+from collections.abc import Sequence
 from typing import Any
 
 import jsonschema
@@ -80,3 +84,34 @@ def sign(key: str, body: bytes) -> str:
 
 def signature_valid(key: str, body: bytes, signature: str | None) -> bool:
     return bool(signature) and hmac.compare_digest(sign(key, body), signature)
+
+
+class HttpReporter:
+    """Sends one state report to the first API replica that answers."""
+
+    def __init__(self, endpoints: Sequence[str], key: str) -> None:
+        self.endpoints = [e.rstrip("/") for e in endpoints]
+        self.key = key
+        self._first = 0  # start with the replica that answered last
+
+    def report(self, host: str, state: dict, timeout: float) -> dict:
+        body = json.dumps({"host": host, "state": state}).encode()
+        headers = {"Content-Type": "application/json",
+                   SIGNATURE_HEADER: sign(self.key, body)}
+        deadline = time.monotonic() + timeout
+        errors = []
+        for i in range(len(self.endpoints)):
+            n = (self._first + i) % len(self.endpoints)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            request = urllib.request.Request(self.endpoints[n] + HTTP_PATH,
+                                             data=body, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=left) as response:
+                    reply = json.loads(response.read())
+                self._first = n
+                return reply
+            except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts
+                errors.append(f"{self.endpoints[n]}: {exc}")
+        raise ConnectionError("no API replica took the report: " + "; ".join(errors))

@@ -13,13 +13,9 @@ broker outage nor the loss of every scheduler lets the lease lapse. See
 """
 
 import concurrent.futures
-import json
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from collections.abc import Sequence
 
 from oslo_log import log as logging
 
@@ -34,43 +30,12 @@ LOG = logging.getLogger(__name__)
 HEDGE = 1 / 3
 
 
-class HttpReporter:
-    """Sends one state report to the first API replica that answers."""
-
-    def __init__(self, endpoints: Sequence[str], key: str) -> None:
-        self.endpoints = [e.rstrip("/") for e in endpoints]
-        self.key = key
-        self._first = 0  # start with the replica that answered last
-
-    def report(self, host: str, state: dict, timeout: float) -> dict:
-        body = json.dumps({"host": host, "state": state}).encode()
-        headers = {"Content-Type": "application/json",
-                   heartbeat.SIGNATURE_HEADER: heartbeat.sign(self.key, body)}
-        deadline = time.monotonic() + timeout
-        errors = []
-        for i in range(len(self.endpoints)):
-            n = (self._first + i) % len(self.endpoints)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            request = urllib.request.Request(self.endpoints[n] + heartbeat.HTTP_PATH,
-                                             data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=left) as response:
-                    reply = json.loads(response.read())
-                self._first = n
-                return reply
-            except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts
-                errors.append(f"{self.endpoints[n]}: {exc}")
-        raise ConnectionError("no API replica took the report: " + "; ".join(errors))
-
-
 class StateReporter:
     def __init__(self, host: str, namespace_prefix: str, scheduler: rpc.SchedulerAPI, *,
                  interval: float, state_dir: str, on_connected: Callable[[], None],
                  state: Callable[[], dict],
                  on_tick: Callable[[], None] = lambda: None,
-                 http: HttpReporter | None = None) -> None:
+                 http: heartbeat.HttpReporter | None = None) -> None:
         self.host = host
         self.namespace_prefix = namespace_prefix
         self.scheduler = scheduler

@@ -7,6 +7,7 @@ import oslo_messaging
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from clouddisco import heartbeat
 from clouddisco import lease
 from clouddisco import periodic
 from clouddisco import rpc
@@ -61,7 +62,7 @@ class L3AgentService:
                            "namespace_prefix": conf.agent.namespace_prefix,
                            "driver": conf.agent.router_driver,
                            "guard": self._guard_status()},
-            http=(reporter.HttpReporter(conf.agent.report_endpoints, conf.health.report_key)
+            http=(heartbeat.HttpReporter(conf.agent.report_endpoints, conf.health.report_key)
                   if conf.agent.report_endpoints else None))
         self.worker = routers.RouterWorker(self.host, driver, scheduler, self.node,
                                            retry_interval=conf.agent.report_interval)

@@ -29,6 +29,7 @@ import time
 
 from oslo_log import log as logging
 
+from clouddisco import heartbeat
 from clouddisco import lease
 from clouddisco import rpc
 from clouddisco.drivers import base
@@ -64,7 +65,8 @@ def agent_process(state_dir: str, host: str) -> AgentProcess:
 class NodeGuard:
     def __init__(self, host: str, driver: base.RouterDriver, scheduler: rpc.SchedulerAPI, *,
                  state_dir: str, restart_grace: float, renew_interval: float,
-                 rpc_timeout: float, lock_timeout: float = 0.25) -> None:
+                 rpc_timeout: float, lock_timeout: float = 0.25,
+                 http: heartbeat.HttpReporter | None = None) -> None:
         self.host = host
         self.driver = driver
         self.scheduler = scheduler
@@ -73,6 +75,9 @@ class NodeGuard:
         self.renew_interval = renew_interval
         self.rpc_timeout = rpc_timeout
         self.lock_timeout = lock_timeout
+        # Renewals also go to the API when RPC does not answer in time, so an
+        # agent restart during a broker or scheduler outage fences nothing.
+        self.http = http
         self.agent_down_since: float | None = None
         self.last_renewal_sent = 0.0
         self.unreported_fence: tuple[int, str] | None = None
@@ -168,8 +173,23 @@ class NodeGuard:
         return "renewal sent"
 
     def _renewal_call(self, generation: int, sent: float) -> tuple[int, float, dict]:
-        return generation, sent, self.scheduler.renew_lease(self.host, generation,
-                                                            self.rpc_timeout)
+        if self.http is None:
+            return generation, sent, self.scheduler.renew_lease(self.host, generation,
+                                                                self.rpc_timeout)
+        try:
+            # A third of the renewal interval for RPC, the rest for HTTP: the
+            # answer must come back well within the lease.
+            reply = self.scheduler.renew_lease(self.host, generation,
+                                               self.renew_interval / 3)
+        except Exception as exc:
+            LOG.debug("renewal over RPC failed (%s); trying the API", exc)
+            # The guard is alive and checking: its own report says so.
+            answer = self.http.report(self.host, {"lease_generation": generation,
+                                                  "guard": heartbeat.GUARD_OK},
+                                      self.renew_interval / 2)
+            reply = {"granted": answer.get("registered", False),
+                     "lease_time": answer.get("lease_time")}
+        return generation, sent, reply
 
     def _apply_renewal(self, generation: int) -> None:
         """Apply a renewal that has come back, if it is still for this lease."""

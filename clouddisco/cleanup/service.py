@@ -3,6 +3,7 @@
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from clouddisco import heartbeat
 from clouddisco import periodic
 from clouddisco import rpc
 from clouddisco import systemd
@@ -21,7 +22,9 @@ class GuardService:
             restart_grace=conf.cleanup.restart_grace,
             renew_interval=conf.agent.report_interval,
             # A renewal or fence report must not stall the checks for long.
-            rpc_timeout=min(conf.cleanup.server_timeout, 2 * conf.agent.report_interval))
+            rpc_timeout=min(conf.cleanup.server_timeout, 2 * conf.agent.report_interval),
+            http=(heartbeat.HttpReporter(conf.agent.report_endpoints, conf.health.report_key)
+                  if conf.agent.report_endpoints else None))
         self._loop = periodic.Loop("node-guard", self._step, self.interval)
 
     def start(self) -> None:
