@@ -743,10 +743,15 @@ def run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> dict:
         for g in gens:
             g._reply(len(new) / args.rate * len(gens) + 120)
         started = n
-        wait_for(lambda n=n: sum(g.call("registered") for g in gens) >= n, 60,
-                 f"{n} agents to register", 0.5)
+        # An overloaded replica may not register them all: measure anyway,
+        # that is the point, and say how many were registered.
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda n=n: sum(g.call("registered") for g in gens) >= n, 60,
+                     f"{n} agents to register", 0.5)
         time.sleep(args.settle)
-        step = measure_window(gens, sched, api, watch, args.hold, {"agents": n})
+        registered = sum(g.call("registered") for g in gens)
+        step = measure_window(gens, sched, api, watch, args.hold,
+                              {"agents": n, "registered_at_start": registered})
         steps.append(step)
         print(f"{n:5d} {step['ack_p50_ms']:7.1f} {step['ack_p90_ms']:7.1f} "
               f"{step['ack_p99_ms']:7.1f} {step['ack_max_ms']:7.1f} "
@@ -777,8 +782,9 @@ def restart_phase(gens: list[Generator], sched: Service, api: Service | None,
         g.send("restart")
     starts = [g._reply(60) for g in gens]
     t0 = min(starts)
-    wait_for(lambda: sum(g.call("registered") for g in gens) >= n, 60,
-             "every agent to register again", 0.05)
+    with contextlib.suppress(TimeoutError):  # then "registered" says how many did
+        wait_for(lambda: sum(g.call("registered") for g in gens) >= n, 60,
+                 "every agent to register again", 0.05)
     # Registration times from the generators' own stamps (wall clock).
     time.sleep(args.settle)
     stats = [g.call("collect") for g in gens]
