@@ -579,16 +579,24 @@ def count_log(text: str) -> dict[str, int]:
         r"(\d+) more expired state report\(s\) or lease renewal\(s\)", text))
     return {"declared_dead": len(re.findall(r"declared dead: no state report", text)),
             "breaker_opened": len(re.findall(r"circuit breaker open", text)),
-            "expired_refused_logged": expired}
+            "expired_refused_logged": expired,
+            "expired_registers_logged": len(re.findall(r"register from host \S+ refused",
+                                                       text)),
+            # oslo.messaging waits for a pooled connection to send a reply.
+            "conn_pool_waits_logged": len(re.findall(r"Connection pool limit exceeded",
+                                                     text))}
 
 
 def measure_window(gens: list[Generator], sched: Service, api: Service | None,
-                   watch: DeathWatch, hold: float, extra: dict) -> dict:
-    """Hold for ``hold`` seconds and return what was measured over it."""
+                   watch: DeathWatch, hold: float, extra: dict, log_at: int) -> dict:
+    """Hold for ``hold`` seconds and return what was measured over it.
+
+    Deaths (log and database) count from ``log_at`` and the watch's last
+    reset, i.e. from the start of the step's ramp: an agent declared dead
+    while the step's agents were being added is that step's.
+    """
     for g in gens:
-        g.call("collect")  # drop what came before the window
-    watch.reset()
-    log_at = sched.log_offset()
+        g.call("collect")  # latencies and lapses: the held window only
     sched_cpu0 = tree_cpu(sched.pid)
     api_cpu0 = tree_cpu(api.pid) if api else {}
     gen_cpu0 = sum(g.cpu() for g in gens)
@@ -635,6 +643,7 @@ def measure_window(gens: list[Generator], sched: Service, api: Service | None,
         "max_silence_db_s": round(window.get("max_silence_s", 0.0), 3),
         "breaker_opened": logged["breaker_opened"],
         "expired_refused_logged": logged["expired_refused_logged"],
+        "conn_pool_waits_logged": logged["conn_pool_waits_logged"],
         "scheduler_cpu_s": {k: round(v, 3) for k, v in sched_cpu.items()},
         # Reports answered over RPC are the scheduler's; HTTP ones the API's.
         "scheduler_cpu_ms_per_report": (round(sched_cpu["total"] * 1000 / acks_rpc, 3)
@@ -662,7 +671,7 @@ def run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> dict:
     cleanup.callback(shutil.rmtree, tmp, ignore_errors=True)
     if args.keep_logs:
         cleanup.callback(lambda: shutil.copytree(
-            tmp, os.path.join(RESULTS, "heartbeat_scale-logs"), dirs_exist_ok=True,
+            tmp, args.output + "-logs", dirs_exist_ok=True,
             ignore=shutil.ignore_patterns("state")))
 
     user, password = pick_db_account()
@@ -737,6 +746,8 @@ def run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> dict:
           f"{'sched%':>6} {'gen%':>5} {'db%':>4} {'mq%':>4} {'load1':>5}", flush=True)
     for n in args.agents:
         # Ramp at a fixed rate, spread over the generators round-robin.
+        log_at = sched.log_offset()
+        watch.reset()
         new = hosts[started:n]
         for g_id, g in enumerate(gens):
             g.send("grow", new[g_id::len(gens)], args.rate / len(gens))
@@ -751,7 +762,7 @@ def run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> dict:
         time.sleep(args.settle)
         registered = sum(g.call("registered") for g in gens)
         step = measure_window(gens, sched, api, watch, args.hold,
-                              {"agents": n, "registered_at_start": registered})
+                              {"agents": n, "registered_at_start": registered}, log_at)
         steps.append(step)
         print(f"{n:5d} {step['ack_p50_ms']:7.1f} {step['ack_p90_ms']:7.1f} "
               f"{step['ack_p99_ms']:7.1f} {step['ack_max_ms']:7.1f} "
@@ -765,7 +776,10 @@ def run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> dict:
     restart = None
     if args.restart:
         restart = restart_phase(gens, sched, api, watch, args)
-    return {"token": token, "steps": steps, "restart": restart,
+    # Over the whole run, ramps and restart included.
+    totals = count_log(sched.log_since(0))
+    print(f"whole run, scheduler log: {totals}", flush=True)
+    return {"token": token, "steps": steps, "restart": restart, "log_totals": totals,
             "generator_pids": [g.pid for g in gens]}
 
 
@@ -783,7 +797,7 @@ def restart_phase(gens: list[Generator], sched: Service, api: Service | None,
     starts = [g._reply(60) for g in gens]
     t0 = min(starts)
     with contextlib.suppress(TimeoutError):  # then "registered" says how many did
-        wait_for(lambda: sum(g.call("registered") for g in gens) >= n, 60,
+        wait_for(lambda: sum(g.call("registered") for g in gens) >= n, args.restart_wait,
                  "every agent to register again", 0.05)
     # Registration times from the generators' own stamps (wall clock).
     time.sleep(args.settle)
@@ -805,12 +819,15 @@ def restart_phase(gens: list[Generator], sched: Service, api: Service | None,
         "declared_dead_logged": logged["declared_dead"],
         "dead_in_db": len(window.get("dead_hosts", ())),
         "expired_refused_logged": logged["expired_refused_logged"],
+        "expired_registers_logged": logged["expired_registers_logged"],
+        "conn_pool_waits_logged": logged["conn_pool_waits_logged"],
         "scheduler_cpu_s": {k: round(v, 3) for k, v in cpu.items()},
         "loadavg_end": loadavg(),
     }
     print(f"restart: {result['registered']}/{n} registered again, all within "
           f"{result['all_registered_s']}s (p50 {result['registered_p50_s']}s), "
-          f"{result['register_failures']} registration attempts failed, "
+          f"{result['register_failures']} registration attempts failed "
+          f"({result['expired_registers_logged']} refused as expired by the scheduler), "
           f"{result['declared_dead_logged']} declared dead", flush=True)
     return result
 
@@ -870,6 +887,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-workers", type=int, default=1)
     parser.add_argument("--restart", action="store_true",
                         help="finally re-register every agent at once and time it")
+    parser.add_argument("--restart-wait", type=float, default=30.0,
+                        help="seconds the restart phase waits for every agent (default 30)")
     parser.add_argument("--http", action="store_true",
                         help="also start clouddisco-api and hedge reports over HTTP")
     parser.add_argument("--shared-transport", action="store_true",
@@ -878,7 +897,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bin", default=os.path.dirname(sys.executable),
                         help="directory of the clouddisco-* commands")
     parser.add_argument("--keep-logs", action="store_true",
-                        help="copy the process logs to bench/results/heartbeat_scale-logs")
+                        help="copy the process logs to <output>-logs/")
     parser.add_argument("--output", default=os.path.join(RESULTS, "heartbeat_scale"))
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
