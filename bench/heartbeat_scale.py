@@ -665,6 +665,22 @@ def measure_window(gens: list[Generator], sched: Service, api: Service | None,
 SHARED = {"mariadb": ("mariadbd", "mysqld"), "rabbitmq": ("beam.smp",)}
 
 
+def _f(value: float | None, width: int, digits: int = 1, scale: float = 1.0) -> str:
+    # A step in which nothing was acknowledged has no latency: print "-".
+    return f"{'-':>{width}}" if value is None else f"{value * scale:{width}.{digits}f}"
+
+
+def print_row(step: dict) -> None:
+    print(f"{step['agents']:5d} {_f(step['ack_p50_ms'], 7)} {_f(step['ack_p90_ms'], 7)} "
+          f"{_f(step['ack_p99_ms'], 7)} {_f(step['ack_max_ms'], 7)} "
+          f"{step['report_failures']:5d} {step['lapses_gap']:5d} "
+          f"{step['declared_dead_logged']:4d} {step['silent_past_down_time']:6d} "
+          f"{step['reports_per_s']:6.0f} {_f(step['scheduler_cpu_ms_per_report'], 9, 3)} "
+          f"{_f(step['scheduler_cores'], 6, 0, 100)} {_f(step['generator_cores'], 5, 0, 100)} "
+          f"{_f(step['mariadb_cores'], 4, 0, 100)} {_f(step['rabbitmq_cores'], 4, 0, 100)} "
+          f"{step['loadavg_end'][0]:5.2f}", flush=True)
+
+
 def run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> dict:
     token = "hbs" + secrets.token_hex(3)
     tmp = tempfile.mkdtemp(prefix=f"clouddisco-{token}-")
@@ -764,14 +780,10 @@ def run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> dict:
         step = measure_window(gens, sched, api, watch, args.hold,
                               {"agents": n, "registered_at_start": registered}, log_at)
         steps.append(step)
-        print(f"{n:5d} {step['ack_p50_ms']:7.1f} {step['ack_p90_ms']:7.1f} "
-              f"{step['ack_p99_ms']:7.1f} {step['ack_max_ms']:7.1f} "
-              f"{step['report_failures']:5d} {step['lapses_gap']:5d} "
-              f"{step['declared_dead_logged']:4d} {step['silent_past_down_time']:6d} "
-              f"{step['reports_per_s']:6.0f} {step['scheduler_cpu_ms_per_report'] or 0:9.3f} "
-              f"{step['scheduler_cores'] * 100:6.0f} {step['generator_cores'] * 100:5.0f} "
-              f"{step['mariadb_cores'] * 100:4.0f} {step['rabbitmq_cores'] * 100:4.0f} "
-              f"{step['loadavg_end'][0]:5.2f}", flush=True)
+        print_row(step)
+        # Saved after every step: a run cut short keeps what it measured.
+        with open(args.output + ".partial.json", "w") as f:
+            json.dump({"settings": vars(args), "steps": steps}, f, indent=2)
 
     restart = None
     if args.restart:
@@ -825,7 +837,8 @@ def restart_phase(gens: list[Generator], sched: Service, api: Service | None,
         "loadavg_end": loadavg(),
     }
     print(f"restart: {result['registered']}/{n} registered again, all within "
-          f"{result['all_registered_s']}s (p50 {result['registered_p50_s']}s), "
+          f"{_f(result['all_registered_s'], 0, 2)}s "
+          f"(p50 {_f(result['registered_p50_s'], 0, 2)}s), "
           f"{result['register_failures']} registration attempts failed "
           f"({result['expired_registers_logged']} refused as expired by the scheduler), "
           f"{result['declared_dead_logged']} declared dead", flush=True)
