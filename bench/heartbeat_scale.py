@@ -600,8 +600,7 @@ def measure_window(gens: list[Generator], sched: Service, api: Service | None,
     sched_cpu0 = tree_cpu(sched.pid)
     api_cpu0 = tree_cpu(api.pid) if api else {}
     gen_cpu0 = sum(g.cpu() for g in gens)
-    shared0 = {n: sum(proc_cpu(p) or 0 for p in pids_named(*names))
-               for n, names in SHARED.items()}
+    shared0 = {n: named_cpu(names) for n, names in SHARED.items()}
     t0 = time.monotonic()
     time.sleep(hold)
     stats = [g.call("collect") for g in gens]
@@ -609,7 +608,8 @@ def measure_window(gens: list[Generator], sched: Service, api: Service | None,
     sched_cpu = cpu_delta(sched_cpu0, tree_cpu(sched.pid))
     api_cpu = cpu_delta(api_cpu0, tree_cpu(api.pid))["total"] if api else None
     gen_cpu = sum(g.cpu() for g in gens) - gen_cpu0
-    shared = {n: sum(proc_cpu(p) or 0 for p in pids_named(*names)) - shared0[n]
+    shared = {n: sum(cpu - shared0[n].get(pid, cpu)
+                     for pid, cpu in named_cpu(names).items())
               for n, names in SHARED.items()}
     window = watch.reset()
     logged = count_log(sched.log_since(log_at))
@@ -664,7 +664,14 @@ def measure_window(gens: list[Generator], sched: Service, api: Service | None,
     })
 
 
+# Every such process on the machine (another engineer's private RabbitMQ too).
 SHARED = {"mariadb": ("mariadbd", "mysqld"), "rabbitmq": ("beam.smp",)}
+
+
+def named_cpu(names: tuple[str, ...]) -> dict[int, float]:
+    """CPU seconds by pid; a delta counts only pids alive at both ends, so a
+    broker someone else starts or stops meanwhile adds nothing negative."""
+    return {p: c for p in pids_named(*names) if (c := proc_cpu(p)) is not None}
 
 
 def _f(value: float | None, width: int, digits: int = 1, scale: float = 1.0) -> str:
