@@ -63,8 +63,8 @@ def receive(db: Any, host: str, state: dict, lease_time: float) -> dict:
                                 guard_status=guard_status(host, state.get("guard")))
     if agent is None:
         return {"registered": False}
-    return {"registered": True, "agent_id": agent["id"],
-            "lease_generation": agent["lease_generation"], "lease_time": lease_time}
+    return {"registered": True, "lease_generation": agent["lease_generation"],
+            "lease_time": lease_time}
 
 
 def guard_status(host: str, guard: Any) -> str | None:

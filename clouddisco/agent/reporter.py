@@ -14,6 +14,7 @@ broker outage nor the loss of every scheduler lets the lease lapse. See
 
 import concurrent.futures
 import os
+import random
 import time
 from collections.abc import Callable
 
@@ -28,6 +29,8 @@ LOG = logging.getLogger(__name__)
 
 # Share of report_interval the RPC report has before the HTTP one goes out too.
 HEDGE = 1 / 3
+# Longest wait between two failed registrations.
+REGISTER_BACKOFF_MAX = 10.0
 
 
 class StateReporter:
@@ -47,6 +50,11 @@ class StateReporter:
         self.agent_id: str | None = None
         self.generation: int | None = None
         self._connected = False
+        # Registration retries back off (with jitter) while they fail: after
+        # an outage a whole fleet registers at once, and retrying every
+        # interval in lockstep kept a scheduler from ever catching up.
+        self._register_failures = 0
+        self._next_register = 0.0
         self.http = http
         self._over_http = False  # the last report was answered over HTTP only
         # RPC and HTTP attempts of one report run side by side (hedging).
@@ -90,7 +98,18 @@ class StateReporter:
             self.generation = None
         try:
             if self.agent_id is None:
-                reply = self.scheduler.register(self.host, self.namespace_prefix, timeout)
+                if sent < self._next_register:
+                    return False
+                try:
+                    reply = self.scheduler.register(self.host, self.namespace_prefix,
+                                                    timeout)
+                except Exception:
+                    self._register_failures += 1
+                    backoff = min(REGISTER_BACKOFF_MAX,
+                                  self.interval * 2 ** min(self._register_failures, 6))
+                    self._next_register = sent + backoff * random.uniform(0.5, 1.0)
+                    raise
+                self._register_failures = 0
                 generation = reply["lease_generation"]
                 # The lease file first: the moment the generation is published,
                 # the worker and the enforcer judge the lease by it.

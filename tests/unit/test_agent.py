@@ -238,3 +238,24 @@ class StateReporterTest(testtools.TestCase):
         self.assertIsNone(self.reporter.agent_id)
         self.reporter.report_once()
         self.assertEqual(["node-1", "node-1"], self.scheduler.registered)
+
+    def test_failed_registrations_back_off(self):
+        calls = []
+
+        def refuse(host, prefix, timeout=None):
+            calls.append(time.monotonic())
+            raise TimeoutError("no scheduler")
+
+        self.scheduler.register = refuse
+        for _ in range(5):
+            self.assertFalse(self.reporter.report_once())
+        # A fleet that lost its scheduler must not retry in lockstep every
+        # interval: the failed attempt is not repeated at once.
+        self.assertEqual(1, len(calls))
+        deadline = time.monotonic() + 10
+        while len(calls) < 2:
+            self.assertLess(time.monotonic(), deadline)
+            self.reporter.report_once()
+            time.sleep(0.01)
+        self.assertGreaterEqual(calls[1] - calls[0], self.reporter.interval)
+

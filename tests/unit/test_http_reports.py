@@ -47,8 +47,7 @@ class AgentReportsAPITest(base.DBTestCase):
         time.sleep(0.01)
         resp = self.post(self.report())
         self.assertEqual(200, resp.status_int, resp.text)
-        self.assertEqual({"registered": True, "agent_id": self.agent["id"],
-                          "lease_generation": 1,
+        self.assertEqual({"registered": True, "lease_generation": 1,
                           "lease_time": self.conf.health.lease_time}, resp.json)
         agent = self.db.agent_health()[0]
         self.assertGreater(agent["heartbeat_at"], before)
