@@ -285,11 +285,11 @@ class Workload(threading.Thread):
                 count = len(self.live)
             create = count < MIN_ROUTERS or (count < MAX_ROUTERS and self.rng.random() < 0.5)
             if create:
-                self._create()
+                self._create_router()
             else:
                 with self.lock:
                     victim = self.rng.choice(sorted(self.live))
-                self._delete(victim)
+                self._delete_router(victim)
 
     def _request(self, method: str, path: str, body: Any = None) -> tuple[int | None, Any, str]:
         try:
@@ -303,7 +303,7 @@ class Workload(threading.Thread):
             payload = None
         return resp.status_code, payload, "" if resp.ok else resp.text[:300]
 
-    def _create(self) -> None:
+    def _create_router(self) -> None:
         self._n += 1
         started = time.time()
         status, payload, error = self._request("POST", "/v1/routers", {"name": f"w{self._n}"})
@@ -316,7 +316,7 @@ class Workload(threading.Thread):
                 self.gateways[router["id"]] = router["external_gateway_ip"]
         self.ops.append(op)
 
-    def _delete(self, router_id: str) -> None:
+    def _delete_router(self, router_id: str) -> None:
         started = time.time()
         status, _, error = self._request("DELETE", f"/v1/routers/{router_id}")
         self.ops.append({"op": "delete", "router": router_id, "status": status,
