@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import random
 import re
@@ -507,7 +508,13 @@ class Result:
         lines = [f"seed {self.seed}, {self.duration:g}s: {len(self.faults)} faults, "
                  f"{len(self.ops)} API ops, {len(self.fences)} fences, "
                  f"{len(self.violations)} violation(s)"]
-        lines += [f"  fault {f.start:6.2f}s +{f.length:.2f}s {f.label()}" for f in self.faults]
+        lines.append(f"  t0 {_clock(self.started_at)}, healed {_clock(self.healed_at)}, "
+                     f"settled {_clock(self.settled_at)}")
+        # Planned offsets, then the wall-clock times the actions really took
+        # effect (what to look for in the process logs).
+        lines += [f"  fault {f.start:6.2f}s +{f.length:.2f}s {f.label():28s} "
+                  f"injected {_clock(f.injected_at)} healed {_clock(f.healed_at)}"
+                  for f in self.faults]
         lines += [str(v) for v in self.violations]
         if self.log_dir:
             lines.append(f"  process logs: {self.log_dir}")
@@ -517,6 +524,12 @@ class Result:
         out = dataclasses.asdict(self)
         out["ok"] = self.ok
         return out
+
+
+def _clock(t: float | None) -> str:
+    if not t:
+        return "-"
+    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
 
 
 def _log_time(line: str) -> float | None:
@@ -757,7 +770,7 @@ def run(seed: int, duration: float = 60.0, log_dir: str | None = None,
                 sampler._stop.set()  # stop() would raise the sampler's own failure again
             if log_dir or result.violations:
                 result.log_dir = log_dir or tempfile.mkdtemp(prefix=f"nemesis-{seed}-")
-                _copy_logs(cloud, result.log_dir)
+                _copy_logs(cloud, result.log_dir, result)
     say(f"done: {len(result.violations)} violation(s)")
     return result
 
@@ -769,8 +782,12 @@ def _count(items: Any) -> dict[str, int]:
     return out
 
 
-def _copy_logs(cloud: cloud_mod.Cloud, dest: str) -> None:
+def _copy_logs(cloud: cloud_mod.Cloud, dest: str, result: Result) -> None:
     os.makedirs(dest, exist_ok=True)
+    with open(os.path.join(dest, "result.json"), "w") as f:
+        json.dump(result.to_dict(), f, indent=1, default=str)
+    with open(os.path.join(dest, "report.txt"), "w") as f:
+        f.write(result.report() + "\n")
     for name in os.listdir(cloud.tmp):
         if name.endswith(".log"):
             shutil.copy(os.path.join(cloud.tmp, name), os.path.join(dest, name))
