@@ -32,6 +32,7 @@ Run one seed by hand (as root)::
 from __future__ import annotations
 
 import argparse
+import bisect
 import dataclasses
 import json
 import os
@@ -357,6 +358,9 @@ class Sweep:
         self.lock = lock
         self.ident = os.getpid() & 0xFFFF
         self.replies: dict[str, list[float]] = {}  # ip -> reply times
+        # ip -> send times: an address nobody owned for a while (deleted, then
+        # given to a new router) was not pinged then, and that is no gap.
+        self.sent: dict[str, list[float]] = {}
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._send, daemon=True, name="sweep-send"),
                          threading.Thread(target=self._receive, daemon=True,
@@ -384,7 +388,9 @@ class Sweep:
                 ips = sorted(set(self.live.values()))
             seq = (seq + 1) & 0xFFFF
             packet = _icmp_echo(self.ident, seq)
+            now = time.time()
             for ip in ips:
+                self.sent.setdefault(ip, []).append(now)
                 try:
                     self.sock.sendto(packet, (ip, 0))
                 except OSError:
@@ -664,14 +670,29 @@ class Checker:
 def _ping_gaps(sweep: Sweep, gateways: dict[str, str], threshold: float = 1.0
                ) -> list[dict[str, Any]]:
     out = []
-    ip_router = {}
+    segments: list[tuple[float, float]] = []
+    ip_router: dict[str, list[str]] = {}
     for rid, ip in gateways.items():
         ip_router.setdefault(ip, []).append(rid)
     for ip, times in sweep.replies.items():
+        sent = sweep.sent.get(ip, [])
         for a, b in zip(times, times[1:], strict=False):
+            if b - a <= threshold:
+                continue
+            # Split the silence where the address was not pinged at all (it
+            # had no live router): only the pinged stretches are gaps.
+            lo, hi = bisect.bisect_right(sent, a), bisect.bisect_left(sent, b)
+            start = a
+            for x, y in zip(sent[lo:hi], sent[lo + 1:hi], strict=False):
+                if y - x > threshold:
+                    segments.append((start, x))
+                    start = y
+            segments.append((start, b))
+        for a, b in segments:
             if b - a > threshold:
                 out.append({"ip": ip, "routers": ip_router.get(ip, []), "from": a, "to": b,
                             "seconds": round(b - a, 2)})
+        segments.clear()
     return out
 
 
