@@ -182,8 +182,20 @@ class Cloud(fixtures.Fixture):
         proxy = tcpproxy.TcpProxy(url.hostname, url.port or 5672).start()
         self.addCleanup(proxy.close)
         self.proxies[process] = proxy
+        return self._url_through(proxy)
+
+    def _url_through(self, proxy: tcpproxy.TcpProxy) -> str:
+        url = urllib.parse.urlsplit(self.transport_url)
         return urllib.parse.urlunsplit(url._replace(
             netloc=f"{url.username}:{url.password}@127.0.0.1:{proxy.port}"))
+
+    def _restart_url(self, process: str, transport_url: str | None) -> str | None:
+        # A proxied process started again must go through its proxy again:
+        # otherwise a restarted agent (and its node guard, which shares its
+        # config) would silently bypass every later cut.
+        if transport_url is None and process in self.proxies:
+            return self._url_through(self.proxies[process])
+        return transport_url
 
     def proxy(self, process: str) -> tcpproxy.TcpProxy:
         """The proxy of ``agent-<name>`` or ``scheduler-<n>`` (their broker
@@ -288,7 +300,7 @@ heartbeat_timeout_threshold = 6
 
     def start_scheduler(self, n: int, transport_url: str | None = None) -> Process:
         self.write_config(f"scheduler-{n}", host=f"{self.token}-controller-{n}",
-                          transport_url=transport_url)
+                          transport_url=self._restart_url(f"scheduler-{n}", transport_url))
         return self.start(f"scheduler-{n}", "clouddisco-scheduler", config=f"scheduler-{n}")
 
     def scheduler(self, n: int = 1) -> Process:
@@ -296,7 +308,8 @@ heartbeat_timeout_threshold = 6
 
     def start_agent(self, name: str, transport_url: str | None = None) -> Process:
         self.write_config(f"agent-{name}", host=self.host(name), prefix=self.prefix(name),
-                          transport_url=transport_url, state_dir=self.state_dir(name),
+                          transport_url=self._restart_url(f"agent-{name}", transport_url),
+                          state_dir=self.state_dir(name),
                           report_endpoint=self._report_endpoint(name))
         return self.start(f"agent-{name}", "clouddisco-l3-agent", config=f"agent-{name}")
 

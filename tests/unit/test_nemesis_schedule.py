@@ -1,0 +1,62 @@
+"""The nemesis's schedule and fence checker, without a cloud (no root)."""
+
+import testtools
+
+from lab import nemesis
+
+
+class ScheduleTest(testtools.TestCase):
+
+    def test_a_seed_always_draws_the_same_schedule(self):
+        # Replaying a violation relies on this.
+        self.assertEqual([f.to_dict() for f in nemesis.Nemesis(4, 45).schedule],
+                         [f.to_dict() for f in nemesis.Nemesis(4, 45).schedule])
+        self.assertNotEqual([f.to_dict() for f in nemesis.Nemesis(4, 45).schedule],
+                            [f.to_dict() for f in nemesis.Nemesis(5, 45).schedule])
+
+    def test_windows_fit_the_run_and_never_share_a_resource(self):
+        for seed in range(50):
+            faults = nemesis.Nemesis(seed, 60).schedule
+            for f in faults:
+                self.assertGreaterEqual(f.start, 0)
+                self.assertLessEqual(f.end, 60)
+            for i, f in enumerate(faults):
+                for g in faults[i + 1:]:
+                    if f.start < g.end + 1.0 and g.start < f.end + 1.0:
+                        self.assertFalse(f.resources(nemesis.AGENTS) & g.resources(
+                            nemesis.AGENTS), (seed, f, g))
+
+    def test_schedules_overlap_sometimes(self):
+        overlaps = sum(1 for seed in range(20) for f in nemesis.Nemesis(seed, 60).schedule
+                       for g in nemesis.Nemesis(seed, 60).schedule
+                       if f.start < g.start < f.end)
+        self.assertGreater(overlaps, 0)
+
+
+class FenceCheckTest(testtools.TestCase):
+
+    def check(self, faults, fence_at):
+        result = nemesis.Result(seed=1, duration=60, started_at=100.0)
+        nemesis.Checker(result).fences(
+            [{"node": "a", "at": fence_at, "by": "guard-a", "line": "fencing x"}],
+            faults, end=160.0)
+        return result.violations
+
+    def fault(self, kind, node, injected, healed):
+        return nemesis.Fault(kind, node, injected - 100, healed - injected,
+                             injected_at=injected, healed_at=healed)
+
+    def test_a_fault_on_the_node_explains_its_fence(self):
+        self.assertEqual([], self.check([self.fault("cut_off", "a", 110, 115)], 113))
+        # Also a while after the heal (re-registration, re-fencing).
+        self.assertEqual([], self.check([self.fault("cut_off", "a", 110, 115)], 125))
+
+    def test_a_control_plane_fault_does_not(self):
+        found = self.check([self.fault("scheduler_kill", None, 110, 115),
+                            self.fault("cut_off", "b", 110, 115)], 113)
+        self.assertEqual(["f"], [v.check for v in found])
+        self.assertIn("only control-plane faults", found[0].what)
+        self.assertIn("--seed 1", found[0].replay)
+
+    def test_a_fence_with_no_fault_at_all_is_reported_too(self):
+        self.assertEqual(["f"], [v.check for v in self.check([], 130)])
