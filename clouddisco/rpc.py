@@ -183,6 +183,7 @@ _PREFIX = {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{1,24}$"}
 SCHEMAS = {
     "register": {"type": "object", "required": ["host", "namespace_prefix"],
                  "properties": {"host": _HOST, "namespace_prefix": _PREFIX,
+                                "registration_id": _UUID,
                                 "agent_type": {"enum": ["l3"]}},
                  "additionalProperties": False},
     "report_state": {"type": "object", "required": ["host", "state"],
@@ -377,9 +378,14 @@ class SchedulerAPI:
                                                timeout=timeout + 0.5, **kwargs)
 
     # agent → scheduler
-    def register(self, host: str, namespace_prefix: str, timeout: float | None = None) -> dict:
+    def register(self, host: str, namespace_prefix: str, timeout: float | None = None,
+                 registration_id: str | None = None) -> dict:
+        """``registration_id``: the same for every retry of one registration,
+        so that a retry whose first attempt got through bumps nothing."""
+        extra = {"registration_id": registration_id} if registration_id else {}
         return self._call(self._client, "register", timeout, courier=self._report_courier,
-                          host=host, namespace_prefix=namespace_prefix, agent_type="l3")
+                          host=host, namespace_prefix=namespace_prefix, agent_type="l3",
+                          **extra)
 
     def report_state(self, host: str, state: dict, timeout: float) -> dict:
         # A report that cannot be sent now is worthless later; the next one

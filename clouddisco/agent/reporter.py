@@ -16,6 +16,7 @@ import concurrent.futures
 import os
 import random
 import time
+import uuid
 from collections.abc import Callable
 
 from oslo_log import log as logging
@@ -55,6 +56,7 @@ class StateReporter:
         # interval in lockstep kept a scheduler from ever catching up.
         self._register_failures = 0
         self._next_register = 0.0
+        self._registration_id: str | None = None
         self.http = http
         self._over_http = False  # the last report was answered over HTTP only
         # RPC and HTTP attempts of one report run side by side (hedging).
@@ -100,9 +102,12 @@ class StateReporter:
             if self.agent_id is None:
                 if sent < self._next_register:
                     return False
+                if self._registration_id is None:
+                    # One id for every retry of this registration.
+                    self._registration_id = str(uuid.uuid4())
                 try:
                     reply = self.scheduler.register(self.host, self.namespace_prefix,
-                                                    timeout)
+                                                    timeout, self._registration_id)
                 except Exception:
                     self._register_failures += 1
                     backoff = min(REGISTER_BACKOFF_MAX,
@@ -111,6 +116,8 @@ class StateReporter:
                     raise
                 self._register_failures = 0
                 generation = reply["lease_generation"]
+                # The next registration (after a fence or refusal) is a new one.
+                self._registration_id = None
                 # The lease file first: the moment the generation is published,
                 # the worker and the enforcer judge the lease by it.
                 self._renew(generation, sent, reply.get("lease_time"))

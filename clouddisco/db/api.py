@@ -252,11 +252,24 @@ class Database:
 
     @_retry
     def register_agent(self, host: str, namespace_prefix: str,
-                       agent_type: str = "l3") -> dict:
-        """Create or refresh an agent row; a (re)start bumps lease_generation."""
+                       agent_type: str = "l3", registration_id: str | None = None) -> dict:
+        """Create or refresh an agent row; a (re)start bumps lease_generation.
+
+        A retry of the registration that set the current generation (same
+        ``registration_id``, agent neither dead nor fenced since) returns that
+        generation again: otherwise a retried call whose first answer came
+        late would supersede the generation the agent already took, and its
+        node would fence a healthy lease (seen in nemesis seed 18).
+        """
         with self._session() as s:
             now = _db_now(s)
-            agent = s.scalars(sa.select(m.Agent).where(m.Agent.host == host)).first()
+            agent = s.scalars(sa.select(m.Agent).where(m.Agent.host == host)
+                              .with_for_update()).first()
+            if (agent is not None and registration_id is not None and
+                    agent.registration_id == registration_id and
+                    agent.dead_since is None and agent.fenced_at is None):
+                agent.heartbeat_at = now
+                return _agent_row(agent)
             if agent is None:
                 agent = m.Agent(id=uuidutils.generate_uuid(), host=host,
                                 agent_type=agent_type, admin_state_up=True,
@@ -268,6 +281,7 @@ class Database:
             agent.dead_since = None
             agent.fenced_at = None
             agent.lease_generation = (agent.lease_generation or 0) + 1
+            agent.registration_id = registration_id
             try:
                 s.flush()
             except db_exc.DBDuplicateEntry:

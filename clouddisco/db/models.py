@@ -74,6 +74,9 @@ class Agent(Base):
     # say (older agents). Without a working guard nothing removes a hung
     # agent's routers when its lease lapses, so silence alone moves nothing.
     guard_status: orm.Mapped[str | None] = orm.mapped_column(sa.String(16))
+    # The agent's id for the registration that set lease_generation: a retry
+    # of that registration (its first reply was late) bumps nothing.
+    registration_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(36))
 
 
 class Router(Base):

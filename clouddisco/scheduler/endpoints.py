@@ -25,8 +25,9 @@ class SchedulerEndpoint:
         self.lease_time = lease_time
 
     @rpc.validated("register")
-    def register(self, ctxt, host, namespace_prefix, agent_type="l3"):
-        agent = self.db.register_agent(host, namespace_prefix, agent_type)
+    def register(self, ctxt, host, namespace_prefix, agent_type="l3", registration_id=None):
+        agent = self.db.register_agent(host, namespace_prefix, agent_type,
+                                       registration_id=registration_id)
         LOG.info("agent %s registered from host %s (namespace prefix %r, lease "
                  "generation %d)", agent["id"], host, namespace_prefix,
                  agent["lease_generation"])

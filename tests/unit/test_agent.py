@@ -42,7 +42,7 @@ class FakeScheduler:
         self.reports.append(dict(reports))
         self.reported.set()
 
-    def register(self, host, prefix, timeout=None):
+    def register(self, host, prefix, timeout=None, registration_id=None):
         self.registered.append(host)
         return {"agent_id": "agent-1", "lease_generation": len(self.registered),
                 "lease_time": 2.0}
@@ -242,7 +242,7 @@ class StateReporterTest(testtools.TestCase):
     def test_failed_registrations_back_off(self):
         calls = []
 
-        def refuse(host, prefix, timeout=None):
+        def refuse(host, prefix, timeout=None, registration_id=None):
             calls.append(time.monotonic())
             raise TimeoutError("no scheduler")
 

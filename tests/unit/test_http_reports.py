@@ -104,7 +104,7 @@ class SilentScheduler:
         self.answering = threading.Event()
         self.answering.set()
 
-    def register(self, host, prefix, timeout=None):
+    def register(self, host, prefix, timeout=None, registration_id=None):
         agent = self.db.register_agent(host, prefix)
         return {"agent_id": agent["id"], "lease_generation": agent["lease_generation"],
                 "lease_time": 2.0}

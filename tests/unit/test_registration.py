@@ -1,0 +1,72 @@
+"""A retried registration bumps nothing: nemesis seed 18 saw a register call
+whose first answer came late create a second generation, supersede the one
+the agent had taken, and make a healthy node fence its routers."""
+
+import fixtures
+import testtools
+
+from clouddisco.agent import reporter
+from tests.unit import base
+
+HOST = "node-1"
+
+
+class RegisterAgentTest(base.DBTestCase):
+    def test_retry_of_one_registration_keeps_its_generation(self):
+        first = self.db.register_agent(HOST, "qr-", registration_id="a" * 36)
+        again = self.db.register_agent(HOST, "qr-", registration_id="a" * 36)
+        self.assertEqual(first["lease_generation"], again["lease_generation"])
+        self.assertIsNotNone(self.db.record_heartbeat(HOST, first["lease_generation"]))
+
+    def test_a_new_registration_bumps(self):
+        first = self.db.register_agent(HOST, "qr-", registration_id="a" * 36)
+        second = self.db.register_agent(HOST, "qr-", registration_id="b" * 36)
+        self.assertEqual(first["lease_generation"] + 1, second["lease_generation"])
+        # Without an id (older agents) every call is a new registration.
+        third = self.db.register_agent(HOST, "qr-")
+        self.assertEqual(second["lease_generation"] + 1, third["lease_generation"])
+
+    def test_a_dead_or_fenced_agent_never_gets_its_old_generation_back(self):
+        first = self.db.register_agent(HOST, "qr-", registration_id="a" * 36)
+        self.age_heartbeat(HOST, 10)
+        self.assertEqual(1, len(self.db.mark_dead_agents(3.0)))
+        again = self.db.register_agent(HOST, "qr-", registration_id="a" * 36)
+        self.assertEqual(first["lease_generation"] + 1, again["lease_generation"])
+        self.db.fence_agent(HOST, again["lease_generation"])
+        third = self.db.register_agent(HOST, "qr-", registration_id="a" * 36)
+        self.assertEqual(again["lease_generation"] + 1, third["lease_generation"])
+
+
+class LateScheduler:
+    """register() records the id it got; the first attempt's answer is lost."""
+
+    def __init__(self):
+        self.ids = []
+
+    def register(self, host, prefix, timeout=None, registration_id=None):
+        self.ids.append(registration_id)
+        if len(self.ids) == 1:
+            raise TimeoutError("no answer within 1.0s")
+        return {"agent_id": "agent-1", "lease_generation": 1, "lease_time": 2.0}
+
+    def report_state(self, host, state, timeout):
+        return {"registered": False}
+
+
+class ReporterRegistrationIdTest(testtools.TestCase):
+    def test_retries_reuse_the_id_and_a_new_registration_gets_a_new_one(self):
+        scheduler = LateScheduler()
+        rep = reporter.StateReporter(
+            HOST, "qr-", scheduler, interval=0.01,
+            state_dir=self.useFixture(fixtures.TempDir()).path,
+            on_connected=lambda: None, state=lambda: {})
+        self.addCleanup(rep.stop)
+        self.assertFalse(rep.report_once())
+        rep._next_register = 0.0  # skip the backoff
+        self.assertTrue(rep.report_once())
+        self.assertEqual(scheduler.ids[0], scheduler.ids[1])
+        # Refused (superseded or declared dead): the next registration is new.
+        self.assertFalse(rep.report_once())
+        self.assertTrue(rep.report_once())
+        self.assertNotEqual(scheduler.ids[1], scheduler.ids[2])
+        self.assertTrue(all(scheduler.ids))
