@@ -11,11 +11,14 @@ import threading
 import time
 
 import fixtures
+import oslo_messaging
 import testtools
 
 from clouddisco import lease
+from clouddisco import rpc
 from clouddisco.agent import node as node_mod
 from clouddisco.agent import routers
+from clouddisco.agent import service as agent_service
 from clouddisco.cleanup import guard as guard_mod
 from clouddisco.drivers import fake
 from tests.unit import test_agent
@@ -72,6 +75,51 @@ class StaleCastTest(testtools.TestCase):
         self.worker.remove([r["id"]], lease_generation=2)
         self.settle()
         self.assertEqual(set(), self.driver.list_routers())
+
+
+class LateCastTest(testtools.TestCase):
+    """A cast held in RabbitMQ through an outage may describe a router deleted
+    since, whose address a new router already uses (nemesis seed 11)."""
+
+    def test_cast_delivered_after_its_ttl_is_refused(self):
+        added, removed = [], []
+
+        class Worker:
+            def add(self, routers):
+                added.extend(routers)
+
+            def remove(self, router_ids, lease_generation=None):
+                removed.extend(router_ids)
+
+        endpoint = agent_service.AgentEndpoint(Worker())
+        late = rpc.call_context(rpc.CAST_TTL, now=time.time() - rpc.CAST_TTL - 3.5)
+        r = router()
+        self.assertRaises(oslo_messaging.ExpectedException, endpoint.routers_added, late,
+                          routers=[dict(r, lease_generation=1)])
+        self.assertRaises(oslo_messaging.ExpectedException, endpoint.routers_removed, late,
+                          router_ids=[r["id"]], lease_generation=1)
+        self.assertEqual(([], []), (added, removed))
+        fresh = rpc.call_context(rpc.CAST_TTL)
+        endpoint.routers_added(fresh, routers=[dict(r, lease_generation=1)])
+        self.assertEqual([r["id"]], [x["id"] for x in added])
+
+    def test_the_scheduler_gives_every_cast_a_deadline(self):
+        sent = []
+
+        class Prepared:
+            def cast(self, ctxt, method, **kwargs):
+                sent.append((method, ctxt))
+
+        agents = rpc.AgentAPI.__new__(rpc.AgentAPI)
+        agents._client = type("Client", (), {"prepare": lambda self, **kw: Prepared()})()
+        agents._courier = type("Now", (), {"cast": lambda self, fn, *a, **kw: fn(*a, **kw)})()
+        view = {"id": router()["id"], "status": "PENDING", "external_gateway_ip": "10.0.0.2",
+                "external_gateway_prefixlen": 24, "external_gateway_mac": "fa:16:3e:00:00:01"}
+        agents.routers_added("h", [view], 1)
+        agents.routers_removed("h", [view["id"]], 1)
+        self.assertEqual(["routers_added", "routers_removed"], [m for m, _ in sent])
+        for _, ctxt in sent:
+            self.assertLessEqual(rpc.lateness(ctxt), -rpc.CAST_TTL + 1)
 
 
 class GuardRequiredTest(testtools.TestCase):
