@@ -11,29 +11,10 @@ disturbs the failover it measures as little as possible.
 """
 
 import os
-import socket
-import struct
 import threading
 import time
 
-from clouddisco.drivers import netns_inside
-
-_ECHO_REQUEST = 8
-_ECHO_REPLY = 0
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
-
-
-def _echo(ident: int, seq: int) -> bytes:
-    header = struct.pack("!BBHHH", _ECHO_REQUEST, 0, 0, ident, seq)
-    return struct.pack("!BBHHH", _ECHO_REQUEST, 0, _checksum(header), ident, seq)
+from lab import icmp
 
 
 class GatewaySweep:
@@ -44,15 +25,7 @@ class GatewaySweep:
         self.ips = list(ips)
         self.interval = interval
         self.silence = silence
-        # A socket belongs to the namespace it was made in, whichever thread
-        # uses it later.
-        made = netns_inside.in_namespaces(
-            [probe_ns], lambda _: socket.socket(socket.AF_INET, socket.SOCK_RAW,
-                                                socket.IPPROTO_ICMP))[probe_ns]
-        if isinstance(made, OSError):
-            raise made
-        self.sock = made
-        self.sock.settimeout(0.2)
+        self.sock = icmp.probe_socket(probe_ns)
         self.ident = os.getpid() & 0xFFFF
         self.back_at: dict[str, float] = {}  # ip -> first reply after its silence
         self.last_before: dict[str, float] = {}  # ip -> last reply before it
@@ -100,7 +73,7 @@ class GatewaySweep:
                 self._replied.clear()
                 todo = [ip for ip in self.ips if ip not in self.back_at]
             seq = (seq + 1) & 0xFFFF
-            packet = _echo(self.ident, seq)
+            packet = icmp.echo_request(self.ident, seq)
             for ip in todo:
                 try:
                     self.sock.sendto(packet, (ip, 0))
@@ -117,9 +90,7 @@ class GatewaySweep:
             except OSError:
                 return
             now = time.time()
-            header = (data[0] & 0x0F) * 4  # raw ICMP sockets get the IP header
-            kind, _, _, ident, _ = struct.unpack_from("!BBHHH", data, header)
-            if kind != _ECHO_REPLY or ident != self.ident:
+            if not icmp.is_reply(data, self.ident):
                 continue
             with self._lock:
                 if ip not in self._missed or ip in self.back_at:

@@ -40,8 +40,6 @@ import random
 import re
 import shutil
 import signal
-import socket
-import struct
 import sys
 import tempfile
 import threading
@@ -51,6 +49,7 @@ from typing import Any
 import requests
 
 from lab import cloud as cloud_mod
+from lab import icmp
 from lab import invariants
 from lab import netlab
 
@@ -330,30 +329,13 @@ class Workload(threading.Thread):
                 self.live.pop(router_id, None)
 
 
-def _icmp_echo(ident: int, seq: int) -> bytes:
-    header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-    data = header
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return struct.pack("!BBHHH", 8, 0, ~total & 0xFFFF, ident, seq)
-
-
 class Sweep:
     """Pings every live gateway every ``PING_INTERVAL`` from the probe
     namespace, through one raw socket: no process per router, so 30 routers
     cost the 2-core machine next to nothing."""
 
     def __init__(self, probe_ns: str, live: dict[str, str], lock: threading.Lock) -> None:
-        from clouddisco.drivers import netns_inside
-
-        made = netns_inside.in_namespaces(
-            [probe_ns], lambda _: socket.socket(socket.AF_INET, socket.SOCK_RAW,
-                                                socket.IPPROTO_ICMP))[probe_ns]
-        if isinstance(made, OSError):
-            raise made
-        self.sock = made
-        self.sock.settimeout(0.2)
+        self.sock = icmp.probe_socket(probe_ns)
         self.live = live
         self.lock = lock
         self.ident = os.getpid() & 0xFFFF
@@ -387,7 +369,7 @@ class Sweep:
             with self.lock:
                 ips = sorted(set(self.live.values()))
             seq = (seq + 1) & 0xFFFF
-            packet = _icmp_echo(self.ident, seq)
+            packet = icmp.echo_request(self.ident, seq)
             now = time.time()
             for ip in ips:
                 self.sent.setdefault(ip, []).append(now)
@@ -404,9 +386,7 @@ class Sweep:
                 continue
             except OSError:
                 return
-            header = (data[0] & 0x0F) * 4
-            kind, _, _, ident, _ = struct.unpack_from("!BBHHH", data, header)
-            if kind == 0 and ident == self.ident:
+            if icmp.is_reply(data, self.ident):
                 self.replies.setdefault(ip, []).append(time.time())
 
 
