@@ -337,6 +337,46 @@ class Database:
             return dict(_agent_row(agent), **values)
 
     @_retry
+    def record_heartbeats(self, reports: Sequence[tuple[str, int, str | None]]
+                          ) -> set[tuple[str, int]]:
+        """Store a batch of received state reports: ``(host, lease generation,
+        guard status)`` each. Returns the ``(host, generation)`` pairs that
+        renewed a lease, by the rule of ``record_heartbeat``.
+
+        One transaction and one database-clock reading for the whole batch,
+        one UPDATE per guard status (nearly always one): this is what lets one
+        replica carry hundreds of agents. A row renewed here carries exactly
+        the timestamp read, and the UPDATE holds its lock to the commit, so the
+        SELECT that follows tells which reports renewed.
+        """
+        if not reports:
+            return set()
+        by_guard: dict = collections.defaultdict(list)
+        for host, generation, guard in reports:
+            by_guard[guard].append((host, generation))
+        with self.engine.begin() as conn:
+            now = conn.scalar(sa.select(db_utcnow()))
+            for guard, pairs in by_guard.items():
+                for chunk in _chunks(pairs, _BULK):
+                    # "host IN" first: the unique index then bounds what the
+                    # UPDATE reads and locks to these rows (a row-value IN
+                    # alone may be planned as a scan that locks every agent).
+                    conn.execute(sa.update(m.Agent)
+                                 .where(m.Agent.host.in_([h for h, _ in chunk]),
+                                        sa.tuple_(m.Agent.host,
+                                                  m.Agent.lease_generation).in_(chunk),
+                                        m.Agent.dead_since.is_(None))
+                                 .values(heartbeat_at=now, guard_status=guard))
+            renewed = set()
+            hosts = sorted({host for host, _, _ in reports})
+            for chunk in _chunks(hosts, _BULK):
+                renewed.update((host, generation) for host, generation in conn.execute(
+                    sa.select(m.Agent.host, m.Agent.lease_generation)
+                    .where(m.Agent.host.in_(chunk), m.Agent.heartbeat_at == now,
+                           m.Agent.dead_since.is_(None))))
+        return {(host, generation) for host, generation, _ in reports} & renewed
+
+    @_retry
     def fence_agent(self, host: str, generation: int) -> dict | None:
         """Record that ``host`` removed the routers of lease ``generation``.
 
