@@ -13,19 +13,31 @@ unchanged: the node counts its lease from when it *sent* the report, the
 server counts ``agent_down_time`` from when it *received* it. A report that
 arrives late, by either path, only makes the server wait longer.
 
+A third path, for scale, is UDP (``[agent] report_udp_endpoints``, served by
+each scheduler replica's lease receiver, ``clouddisco.scheduler.udp``): one
+signed datagram each way and no broker, and the receiver writes every report
+that arrived while it was busy in one statement. It is the agent's first path
+when configured; RPC and HTTP then become the hedges.
+
 This module imports no service: the scheduler, the API and the agent share it.
 """
 
 import hashlib
 import hmac
 import json
+import os
+import select
+import socket
 import time
 import urllib.request
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
 import jsonschema
 from oslo_log import log as logging
+
+from clouddisco.conf.types import parse_endpoint
 
 LOG = logging.getLogger(__name__)
 
@@ -115,3 +127,112 @@ class HttpReporter:
             except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts
                 errors.append(f"{self.endpoints[n]}: {exc}")
         raise ConnectionError("no API replica took the report: " + "; ".join(errors))
+
+
+# ------------------------------------------------------------------ UDP
+
+# A datagram is MAGIC, then HMAC-SHA256(key, body) (32 bytes), then the JSON
+# body. The magic carries the format's version.
+UDP_MAGIC = b"CDR1"
+UDP_MAX = 2048  # bytes: a report or an answer is a few hundred
+_MAC_LEN = 32
+
+
+def pack(key: bytes, payload: dict) -> bytes:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return UDP_MAGIC + hmac.digest(key, body, hashlib.sha256) + body
+
+
+def unpack(key: bytes, datagram: bytes) -> dict | None:
+    """The payload of a datagram signed with ``key``; None for anything else
+    (another format, a bad signature, not a JSON object)."""
+    head = len(UDP_MAGIC) + _MAC_LEN
+    if len(datagram) <= head or not datagram.startswith(UDP_MAGIC):
+        return None
+    body = datagram[head:]
+    if not hmac.compare_digest(hmac.digest(key, body, hashlib.sha256),
+                               datagram[len(UDP_MAGIC):head]):
+        return None
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+class UdpReporter:
+    """Sends one state report as a signed datagram to the scheduler replicas'
+    lease receivers; returns the first valid answer to *this* report.
+
+    Each host starts with the replica its name hashes to, so that replicas
+    share the agents; when that one has not answered within ``hedge`` of the
+    timeout, the report also goes to the next, and so on. Every call uses a
+    socket of its own and a random nonce, so a late answer to an earlier
+    report can never be taken for this one's.
+    """
+
+    def __init__(self, endpoints: Sequence[str], key: str, hedge: float = 1 / 3) -> None:
+        if not endpoints:
+            raise ValueError("UdpReporter needs at least one endpoint")
+        self.endpoints = [parse_endpoint(e) for e in endpoints]
+        self.key = key.encode()
+        self.hedge = hedge
+
+    def _addresses(self, host: str) -> list[tuple]:
+        first = zlib.crc32(host.encode()) % len(self.endpoints)
+        ordered = self.endpoints[first:] + self.endpoints[:first]
+        out = []
+        for name, port in ordered:
+            try:
+                family, _, _, _, address = socket.getaddrinfo(
+                    name, port, type=socket.SOCK_DGRAM)[0]
+            except OSError:
+                continue  # an unresolvable name is tried again next report
+            out.append((family, address))
+        return out
+
+    def report(self, host: str, state: dict, timeout: float) -> dict:
+        nonce = os.urandom(8).hex()
+        datagram = pack(self.key, {"host": host, "state": state, "nonce": nonce,
+                                   "wait": round(timeout, 3)})
+        addresses = self._addresses(host)
+        if not addresses:
+            raise ConnectionError("no UDP report endpoint resolves")
+        sockets = {}
+        deadline = time.monotonic() + timeout
+        step = max(timeout * self.hedge, 0.01)
+        try:
+            pending = list(addresses)
+            next_send = time.monotonic()
+            while True:
+                now = time.monotonic()
+                if pending and now >= next_send:
+                    family, address = pending.pop(0)
+                    sock = sockets.get(family)
+                    if sock is None:
+                        sock = sockets[family] = socket.socket(family, socket.SOCK_DGRAM)
+                    try:
+                        sock.sendto(datagram, address)
+                    except OSError:
+                        pass  # unreachable now: the next endpoint goes at once
+                    else:
+                        next_send = now + step
+                left = deadline - now
+                if left <= 0:
+                    break
+                wait = min(left, max(0.0, next_send - now)) if pending else left
+                ready, _, _ = select.select(list(sockets.values()), [], [], wait)
+                for sock in ready:
+                    try:
+                        data = sock.recv(UDP_MAX)
+                    except OSError:
+                        continue  # e.g. ICMP port unreachable from a dead replica
+                    reply = unpack(self.key, data)
+                    if reply is not None and reply.get("nonce") == nonce:
+                        reply.pop("nonce")
+                        return reply
+        finally:
+            for sock in sockets.values():
+                sock.close()
+        raise TimeoutError(f"no UDP answer within {timeout:.2f}s from "
+                           f"{len(addresses)} endpoint(s)")

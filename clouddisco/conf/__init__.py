@@ -14,6 +14,7 @@ from oslo_messaging._metrics import client as _messaging_metrics
 from oslo_messaging._tracing import client as _messaging_tracing
 
 from clouddisco.conf import opts
+from clouddisco.conf import types
 
 DEFAULT_CONFIG_FILE = "/etc/clouddisco/clouddisco.conf"
 
@@ -109,6 +110,14 @@ def _check_relations(conf: cfg.ConfigOpts, groups: Sequence[str]) -> None:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"[agent] report_endpoints: {url!r} is not an "
                                   "http:// or https:// URL")
+        if conf.agent.report_udp_endpoints and not conf.health.report_key:
+            raise ConfigError("[agent] report_udp_endpoints needs [health] report_key: "
+                              "reports over UDP are signed with it")
+        for endpoint in conf.agent.report_udp_endpoints:
+            try:
+                types.parse_endpoint(endpoint)
+            except ValueError as exc:
+                raise ConfigError(f"[agent] report_udp_endpoints: {exc}") from None
     if "health" in groups and "agent" in groups:
         down, report = conf.health.agent_down_time, conf.agent.report_interval
         if down <= report or conf.health.lease_time <= report:

@@ -159,6 +159,18 @@ AGENT_OPTS = [
         "need neither RabbitMQ nor a scheduler, so a broker or scheduler "
         "outage does not make the node fence itself. Empty: RPC only.",
     ),
+    cfg.ListOpt(
+        "report_udp_endpoints",
+        default=[],
+        help="host:port of each scheduler replica's lease receiver ([health] "
+        "udp_port). When set, state reports go there first, as one datagram "
+        "signed with [health] report_key, and RPC (and HTTP, with "
+        "report_endpoints) become the fallbacks after a third of "
+        "report_interval. Each agent starts with the replica its host name "
+        "hashes to, so the replicas share the agents. This is the path that "
+        "scales: a replica writes the reports that arrive together in one "
+        "transaction. Empty: RPC first.",
+    ),
     cfg.FloatOpt(
         "guard_timeout",
         default=1.0,
@@ -214,9 +226,23 @@ HEALTH_OPTS = [
         "report_key",
         secret=True,
         help="Shared secret that signs (HMAC-SHA256) the state reports agents send "
-        "over HTTP ([agent] report_endpoints). Set the same value on the API "
-        "replicas and every network node. Unset: the API refuses such reports "
-        "(404) and agents report over RPC only.",
+        "over HTTP ([agent] report_endpoints) and UDP ([agent] "
+        "report_udp_endpoints), and the answers to them. Set the same value on "
+        "the API and scheduler replicas and every network node. Unset: the API "
+        "refuses such reports (404), the scheduler runs no UDP receiver and "
+        "agents report over RPC only.",
+    ),
+    cfg.HostAddressOpt(
+        "udp_bind_host",
+        default="0.0.0.0",
+        help="Address on which each scheduler replica receives state reports "
+        "over UDP ([agent] report_udp_endpoints). Only with report_key set.",
+    ),
+    cfg.PortOpt(
+        "udp_port",
+        default=9798,
+        help="UDP port of the scheduler's lease receiver. 0: no receiver. "
+        "Only with report_key set.",
     ),
     cfg.FloatOpt(
         "pending_retry_time",

@@ -24,3 +24,12 @@ class IPv4Network(types.ConfigType):
 
     def _formatter(self, value) -> str:
         return str(value)
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port); ValueError otherwise."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not a host:port UDP endpoint: {text!r}")
+    return host, int(port)
