@@ -4,6 +4,9 @@
   reports and lease renewals, and nothing else.
 * ``SchedulerWorker`` (one process) serves placement, status and fence RPCs
   and runs the health monitor.
+* ``UdpLeaseWorker`` (one process, with ``[health] report_key`` set and
+  ``udp_port`` not 0) receives state reports over UDP and writes them in
+  batches (``clouddisco.scheduler.udp``).
 
 Why processes: a thread pool busy with placement or a 1,000-router move holds
 the GIL in turns with every other thread, so a heartbeat handler in the same
@@ -29,6 +32,7 @@ from clouddisco.db import api as db_api
 from clouddisco.scheduler import dispatch
 from clouddisco.scheduler import endpoints
 from clouddisco.scheduler import monitor
+from clouddisco.scheduler import udp
 
 LOG = logging.getLogger(__name__)
 
@@ -113,6 +117,27 @@ class ReportWorker(cotyledon.Service):
         self.server.wait()
 
 
+class UdpLeaseWorker(cotyledon.Service):
+    name = "clouddisco-scheduler: state reports over UDP"
+
+    def __init__(self, worker_id: int, conf: cfg.ConfigOpts) -> None:
+        super().__init__(worker_id)
+        self.conf = conf
+        h = conf.health
+        self.receiver = udp.UdpLeaseReceiver(db_api.Database.from_conf(conf), h.report_key,
+                                             h.lease_time, h.udp_bind_host, h.udp_port)
+
+    def run(self) -> None:
+        self.receiver.start()
+
+    def reload(self) -> None:
+        # As the RPC report workers: never away on SIGHUP.
+        launch.reload_config(self.conf)
+
+    def terminate(self) -> None:
+        self.receiver.stop()
+
+
 def serve(conf: cfg.ConfigOpts) -> None:
     """Run the workers until SIGTERM or SIGINT; returns when they have stopped."""
     manager = cotyledon.ServiceManager(graceful_shutdown_timeout=GRACEFUL_SHUTDOWN_TIMEOUT)
@@ -121,4 +146,6 @@ def serve(conf: cfg.ConfigOpts) -> None:
     manager.register_hooks(on_reload=lambda: launch.reload_config(conf))
     manager.add(ReportWorker, workers=conf.scheduler.report_workers, args=(conf,))
     manager.add(SchedulerWorker, workers=1, args=(conf,))
+    if conf.health.report_key and conf.health.udp_port:
+        manager.add(UdpLeaseWorker, workers=1, args=(conf,))
     manager.run()
