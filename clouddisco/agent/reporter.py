@@ -5,11 +5,13 @@ Each acknowledged report renews the node's data-plane lease: it runs
 written where the node's cleanup service enforces it. The report loop never
 waits on router work: a late heartbeat is how healthy agents get declared dead.
 
-Reports go over RPC. With ``[agent] report_endpoints`` set, a report that RPC
-has not answered within a third of the interval is also sent over HTTP to the
-API replicas (a hedged request; the first answer wins), so that neither a
-broker outage nor the loss of every scheduler lets the lease lapse. See
-``clouddisco.heartbeat``.
+Reports go first over UDP to the scheduler replicas' lease receivers when
+``[agent] report_udp_endpoints`` is set (the path that scales), else over RPC.
+A report that the first path has not answered within a third of the interval
+also goes by every other configured path: RPC, and HTTP to the API replicas
+with ``[agent] report_endpoints`` (a hedged request; the first answer wins).
+So neither a broker outage nor the loss of every scheduler lets the lease
+lapse. See ``clouddisco.heartbeat``.
 """
 
 import concurrent.futures
@@ -30,6 +32,8 @@ LOG = logging.getLogger(__name__)
 
 # Share of report_interval the RPC report has before the HTTP one goes out too.
 HEDGE = 1 / 3
+# Seconds a registration call may wait for its answer.
+REGISTER_TIMEOUT = 5.0
 # Longest wait between two failed registrations.
 REGISTER_BACKOFF_MAX = 10.0
 
@@ -39,7 +43,8 @@ class StateReporter:
                  interval: float, state_dir: str, on_connected: Callable[[], None],
                  state: Callable[[], dict],
                  on_tick: Callable[[], None] = lambda: None,
-                 http: heartbeat.HttpReporter | None = None) -> None:
+                 http: heartbeat.HttpReporter | None = None,
+                 udp: heartbeat.UdpReporter | None = None) -> None:
         self.host = host
         self.namespace_prefix = namespace_prefix
         self.scheduler = scheduler
@@ -58,7 +63,11 @@ class StateReporter:
         self._next_register = 0.0
         self._registration_id: str | None = None
         self.http = http
-        self._over_http = False  # the last report was answered over HTTP only
+        self.udp = udp
+        # Which path answered the last report ("udp", "rpc", "http"), and
+        # whether that was a fallback rather than the first path.
+        self.answered_by: str | None = None
+        self._over_fallback = False
         # RPC and HTTP attempts of one report run side by side (hedging).
         self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="report")
         # The loop keeps a fixed cadence on the monotonic clock, whatever a
@@ -88,6 +97,11 @@ class StateReporter:
         # A reply must come back before the next report is due; waiting longer
         # would only delay the next heartbeat.
         timeout = max(self.interval, 0.5)
+        # A registration may wait longer: there is no lease to keep yet, and
+        # after a mass restart calls abandoned after one interval were all
+        # the scheduler got to (300 agents: 6,000 attempts, 181 registered
+        # in 28 s).
+        register_timeout = max(timeout, REGISTER_TIMEOUT)
         sent = time.monotonic()
         registered_now = False
         if self.generation is not None and lease.fenced(self.state_dir, self.host,
@@ -107,7 +121,8 @@ class StateReporter:
                     self._registration_id = str(uuid.uuid4())
                 try:
                     reply = self.scheduler.register(self.host, self.namespace_prefix,
-                                                    timeout, self._registration_id)
+                                                    register_timeout,
+                                                    self._registration_id)
                 except Exception:
                     self._register_failures += 1
                     backoff = min(REGISTER_BACKOFF_MAX,
@@ -140,9 +155,9 @@ class StateReporter:
                 if self.generation != generation:
                     return False  # fenced meanwhile: this ack renews nothing
                 self._renew(generation, sent, reply.get("lease_time"))
-                if self._over_http:
-                    # The lease holds, but casts may be lost while RPC is
-                    # down: resync once RPC answers again.
+                if self._over_fallback:
+                    # The lease holds, but casts may be lost while the first
+                    # path is down: resync once it answers again.
                     self._connected = False
                     return True
         except Exception as exc:
@@ -160,21 +175,37 @@ class StateReporter:
             self.on_connected()
         return True
 
+    def _paths(self) -> list[tuple[str, Callable[[str, dict, float], dict]]]:
+        """The report paths, the first one first."""
+        paths = [("rpc", self.scheduler.report_state)]
+        if self.udp is not None:
+            paths.insert(0, ("udp", self.udp.report))
+        if self.http is not None:
+            paths.append(("http", self.http.report))
+        return paths
+
     def _report(self, state: dict, timeout: float) -> dict:
-        """Send one report; return the first answer, from RPC or HTTP."""
-        if self.http is None:
-            return self.scheduler.report_state(self.host, state, timeout)
+        """Send one report; return the first answer, from whichever path."""
+        paths = self._paths()
+        if len(paths) == 1:
+            self.answered_by = paths[0][0]
+            return paths[0][1](self.host, state, timeout)
         deadline = time.monotonic() + timeout
-        by_rpc = self._pool.submit(self.scheduler.report_state, self.host, state, timeout)
-        concurrent.futures.wait([by_rpc], self.interval * HEDGE)
-        if by_rpc.done() and by_rpc.exception() is None:
-            if self._over_http:
-                LOG.warning("state reports of %s are answered over RPC again", self.host)
-                self._over_http = False
-            return by_rpc.result()
-        by_http = self._pool.submit(self.http.report, self.host, state,
-                                    max(0.05, deadline - time.monotonic()))
-        pending = {by_rpc, by_http}
+        (first_name, first_send), fallbacks = paths[0], paths[1:]
+        first = self._pool.submit(first_send, self.host, state, timeout)
+        concurrent.futures.wait([first], self.interval * HEDGE)
+        if first.done() and first.exception() is None:
+            if self._over_fallback:
+                LOG.warning("state reports of %s are answered over %s again", self.host,
+                            first_name.upper())
+                self._over_fallback = False
+            self.answered_by = first_name
+            return first.result()
+        futures = {first: first_name}
+        for name, send in fallbacks:
+            futures[self._pool.submit(send, self.host, state,
+                                      max(0.05, deadline - time.monotonic()))] = name
+        pending = set(futures)
         errors = []
         while pending:
             done, pending = concurrent.futures.wait(
@@ -184,13 +215,15 @@ class StateReporter:
                 break
             for future in done:
                 if future.exception() is None:
-                    if future is by_http and not self._over_http:
-                        LOG.warning("state reports of %s go over HTTP to the API: RPC did "
-                                    "not answer within %.2fs", self.host,
-                                    self.interval * HEDGE)
-                        self._over_http = True
+                    name = futures[future]
+                    if future is not first and not self._over_fallback:
+                        LOG.warning("state reports of %s go over %s: %s did not answer "
+                                    "within %.2fs", self.host, name.upper(),
+                                    first_name.upper(), self.interval * HEDGE)
+                        self._over_fallback = True
+                    self.answered_by = name
                     return future.result()
-                errors.append(str(future.exception()))
+                errors.append(f"{futures[future]}: {future.exception()}")
         raise TimeoutError("state report unanswered: " + ("; ".join(errors) or
                                                          f"no answer within {timeout:.1f}s"))
 

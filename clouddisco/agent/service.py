@@ -63,7 +63,10 @@ class L3AgentService:
                            "driver": conf.agent.router_driver,
                            "guard": self._guard_status()},
             http=(heartbeat.HttpReporter(conf.agent.report_endpoints, conf.health.report_key)
-                  if conf.agent.report_endpoints else None))
+                  if conf.agent.report_endpoints else None),
+            udp=(heartbeat.UdpReporter(conf.agent.report_udp_endpoints,
+                                       conf.health.report_key)
+                 if conf.agent.report_udp_endpoints else None))
         self.worker = routers.RouterWorker(self.host, driver, scheduler, self.node,
                                            retry_interval=conf.agent.report_interval)
         self.enforcer = node_mod.LeaseEnforcer(self.node, driver, self.reporter.fenced)
