@@ -43,7 +43,8 @@ AGENT_TOPIC = "clouddisco-l3-agent"
 # 1.0: register, report_state, sync_routers, update_router_status,
 #      schedule_router, delete_router
 # 1.1: renew_lease, host_fenced (leases and confirmed fencing)
-SCHEDULER_API_VERSION = "1.1"
+# 1.2: register on the reports topic too (served by the report workers)
+SCHEDULER_API_VERSION = "1.2"
 # Agent API 1.1: routers_added and routers_removed carry the lease generation
 # they were sent for (optional, so a 1.0 server's messages still pass).
 AGENT_API_VERSION = "1.1"
@@ -383,7 +384,8 @@ class SchedulerAPI:
         """``registration_id``: the same for every retry of one registration,
         so that a retry whose first attempt got through bumps nothing."""
         extra = {"registration_id": registration_id} if registration_id else {}
-        return self._call(self._client, "register", timeout, courier=self._report_courier,
+        return self._call(self._reports, "register", timeout, version="1.2",
+                          courier=self._report_courier,
                           host=host, namespace_prefix=namespace_prefix, agent_type="l3",
                           **extra)
 

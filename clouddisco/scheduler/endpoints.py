@@ -12,6 +12,17 @@ from clouddisco.scheduler import monitor as monitor_mod
 LOG = logging.getLogger(__name__)
 
 
+def register(db: db_api.Database, lease_time: float, host: str, namespace_prefix: str,
+             agent_type: str, registration_id: str | None) -> dict:
+    agent = db.register_agent(host, namespace_prefix, agent_type,
+                              registration_id=registration_id)
+    LOG.info("agent %s registered from host %s (namespace prefix %r, lease "
+             "generation %d)", agent["id"], host, namespace_prefix,
+             agent["lease_generation"])
+    return {"agent_id": agent["id"], "lease_generation": agent["lease_generation"],
+            "lease_time": lease_time}
+
+
 class SchedulerEndpoint:
     """``clouddisco-scheduler`` topic: registration, sync, placement, status."""
 
@@ -26,13 +37,10 @@ class SchedulerEndpoint:
 
     @rpc.validated("register")
     def register(self, ctxt, host, namespace_prefix, agent_type="l3", registration_id=None):
-        agent = self.db.register_agent(host, namespace_prefix, agent_type,
-                                       registration_id=registration_id)
-        LOG.info("agent %s registered from host %s (namespace prefix %r, lease "
-                 "generation %d)", agent["id"], host, namespace_prefix,
-                 agent["lease_generation"])
-        return {"agent_id": agent["id"], "lease_generation": agent["lease_generation"],
-                "lease_time": self.lease_time}
+        # Agents before 1.2 register on this topic; newer ones on the reports
+        # topic (ReportEndpoint), away from placement.
+        return register(self.db, self.lease_time, host, namespace_prefix, agent_type,
+                        registration_id)
 
     @rpc.validated("host_fenced")
     def host_fenced(self, ctxt, host, generation, reason):
@@ -76,8 +84,8 @@ class SchedulerEndpoint:
 
 
 class ReportEndpoint:
-    """``clouddisco-reports`` topic: state reports and lease renewals, on their
-    own threads."""
+    """``clouddisco-reports`` topic: registrations, state reports and lease
+    renewals, on their own threads."""
 
     target = oslo_messaging.Target(version=rpc.SCHEDULER_API_VERSION)
 
@@ -94,6 +102,14 @@ class ReportEndpoint:
             LOG.info("report from %s (lease generation %s) renews nothing: the agent "
                      "must register again", host, state.get("lease_generation"))
         return reply
+
+    @rpc.validated("register")
+    def register(self, ctxt, host, namespace_prefix, agent_type="l3", registration_id=None):
+        """Registrations come here (API 1.2): after a mass restart a whole
+        fleet registers at once, and on the placement worker they queued
+        behind placement and resyncs until their callers gave up."""
+        return register(self.db, self.lease_time, host, namespace_prefix, agent_type,
+                        registration_id)
 
     @rpc.validated("renew_lease")
     def renew_lease(self, ctxt, host, generation):
