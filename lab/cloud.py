@@ -121,7 +121,7 @@ class Cloud(fixtures.Fixture):
                  restart_grace: float = 5.0, guards: bool = True, schedulers: int = 1,
                  max_dead_fraction: float = 0.5, proxied_agents: tuple[str, ...] = (),
                  proxied_schedulers: tuple[int, ...] = (), debug: bool = False,
-                 http_reports: bool = True) -> None:
+                 http_reports: bool = True, udp_reports: bool = False) -> None:
         super().__init__()
         self.agent_names = list(agents)
         self.external_transport_url = transport_url
@@ -136,6 +136,9 @@ class Cloud(fixtures.Fixture):
         # Agents also report over HTTP to the API when RPC does not answer
         # ([agent] report_endpoints), as a production node would be set up.
         self.http_reports = http_reports
+        # Agents report over UDP to the schedulers' lease receivers first
+        # ([agent] report_udp_endpoints), RPC and HTTP being the fallbacks.
+        self.udp_reports = udp_reports
         # Processes that reach RabbitMQ through a TcpProxy a test can cut
         # (agents by name, schedulers by number); the agent's node guard uses
         # its agent's proxy, as it would share the node's network.
@@ -160,6 +163,8 @@ class Cloud(fixtures.Fixture):
         self.addCleanup(self._remove_router_namespaces)
         self.addCleanup(self._stop_all)
         self.api_port = netlab.free_port()
+        self.udp_ports = {n: netlab.free_port() if self.udp_reports else 0
+                          for n in range(1, self.scheduler_count + 1)}
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.write_config("common", host="controller")
         subprocess.run([f"{BIN}/clouddisco-db-manage", "--config-file", self.config_path(
@@ -215,16 +220,35 @@ class Cloud(fixtures.Fixture):
         port = self.proxies[key].port if key in self.proxies else self.api_port
         return f"http://127.0.0.1:{port}"
 
+    def _udp_endpoints(self, name: str) -> list[str]:
+        """Where agent ``name`` sends UDP reports: every scheduler's lease
+        receiver, each through a relay of its own when the agent is proxied."""
+        if not self.udp_reports:
+            return []
+        endpoints = []
+        for n, port in self.udp_ports.items():
+            key = f"agent-{name}-udp-{n}"
+            if f"agent-{name}" in self.proxied and key not in self.proxies:
+                self.proxies[key] = tcpproxy.UdpProxy("127.0.0.1", port).start()
+                self.addCleanup(self.proxies[key].close)
+            via = self.proxies[key].port if key in self.proxies else port
+            endpoints.append(f"127.0.0.1:{via}")
+        return endpoints
+
+    def _node_links(self, name: str) -> list:
+        """Every proxied link of agent ``name``'s node to the control plane."""
+        keys = [f"agent-{name}", f"agent-{name}-api",
+                *(f"agent-{name}-udp-{n}" for n in self.udp_ports)]
+        return [self.proxies[k] for k in keys if k in self.proxies]
+
     def cut_off(self, name: str, mode: str = "reset") -> None:
         """Cut a proxied agent's node off from the whole control plane."""
-        for key in (f"agent-{name}", f"agent-{name}-api"):
-            if key in self.proxies:
-                self.proxies[key].cut(mode)
+        for link in self._node_links(name):
+            link.cut(mode)
 
     def reconnect(self, name: str) -> None:
-        for key in (f"agent-{name}", f"agent-{name}-api"):
-            if key in self.proxies:
-                self.proxies[key].restore()
+        for link in self._node_links(name):
+            link.restore()
 
     def _make_vhost(self) -> str:
         vhost = self.token
@@ -247,7 +271,8 @@ class Cloud(fixtures.Fixture):
 
     def write_config(self, name: str, host: str, prefix: str = "qrouter-",
                      transport_url: str | None = None, state_dir: str | None = None,
-                     report_endpoint: str | None = None) -> str:
+                     report_endpoint: str | None = None,
+                     udp_endpoints: tuple[str, ...] | list[str] = (), udp_port: int = 0) -> str:
         text = f"""
 [DEFAULT]
 host = {host}
@@ -267,8 +292,11 @@ external_bridge = {self.bridge.name}
 report_interval = {self.report_interval}
 state_dir = {state_dir or os.path.join(self.tmp, "state")}
 report_endpoints = {report_endpoint or ""}
+report_udp_endpoints = {",".join(udp_endpoints)}
 [health]
-report_key = {self.token if self.http_reports else ""}
+report_key = {self.token if self.http_reports or self.udp_reports else ""}
+udp_bind_host = 127.0.0.1
+udp_port = {udp_port}
 agent_down_time = {self.agent_down_time}
 check_interval = {self.check_interval}
 lease_time = {self.lease_time}
@@ -300,7 +328,8 @@ heartbeat_timeout_threshold = 6
 
     def start_scheduler(self, n: int, transport_url: str | None = None) -> Process:
         self.write_config(f"scheduler-{n}", host=f"{self.token}-controller-{n}",
-                          transport_url=self._restart_url(f"scheduler-{n}", transport_url))
+                          transport_url=self._restart_url(f"scheduler-{n}", transport_url),
+                          udp_port=self.udp_ports.get(n, 0))
         return self.start(f"scheduler-{n}", "clouddisco-scheduler", config=f"scheduler-{n}")
 
     def scheduler(self, n: int = 1) -> Process:
@@ -310,7 +339,8 @@ heartbeat_timeout_threshold = 6
         self.write_config(f"agent-{name}", host=self.host(name), prefix=self.prefix(name),
                           transport_url=self._restart_url(f"agent-{name}", transport_url),
                           state_dir=self.state_dir(name),
-                          report_endpoint=self._report_endpoint(name))
+                          report_endpoint=self._report_endpoint(name),
+                          udp_endpoints=self._udp_endpoints(name))
         return self.start(f"agent-{name}", "clouddisco-l3-agent", config=f"agent-{name}")
 
     def start_guard(self, name: str) -> Process:

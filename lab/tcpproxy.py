@@ -43,6 +43,7 @@ import select
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Literal
 
@@ -414,3 +415,75 @@ class TcpProxy:
             self.connections += 1
             self._links.add(link)
         self._spawn(link.run, (), "down")
+
+
+class UdpProxy:
+    """A datagram relay a test can cut: a node's UDP state reports to a
+    scheduler replica go through it. Each client address gets an upstream
+    socket of its own, so answers find their way back. ``cut()`` drops every
+    datagram both ways (UDP has no connection to reset) until ``restore()``."""
+
+    def __init__(self, target_host: str, target_port: int,
+                 listen_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((listen_host, 0))
+        self.port = self.sock.getsockname()[1]
+        self.open = True
+        self._upstream: dict[tuple, socket.socket] = {}
+        self._clients: dict[socket.socket, tuple] = {}
+        self._used: dict[tuple, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"udpproxy-{self.port}",
+                                        daemon=True)
+
+    def start(self) -> UdpProxy:
+        self._thread.start()
+        return self
+
+    def cut(self, mode: CutMode = "drop") -> None:
+        if mode not in ("reset", "drop"):
+            raise ValueError(f"unknown cut mode {mode!r}")
+        self.open = False
+
+    def restore(self) -> None:
+        self.open = True
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for sock in [self.sock, *self._upstream.values()]:
+            sock.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.sock, *self._clients], [], [], 0.2)
+            for sock in ready:
+                try:
+                    data, address = sock.recvfrom(65535)
+                except OSError:
+                    continue  # e.g. ICMP unreachable from a stopped target
+                if not self.open:
+                    continue
+                if sock is self.sock:
+                    self._used[address] = time.monotonic()
+                    upstream = self._upstream.get(address)
+                    if upstream is None:
+                        self._forget_idle()
+                        upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                        self._upstream[address] = upstream
+                        self._clients[upstream] = address
+                    with contextlib.suppress(OSError):
+                        upstream.sendto(data, self.target)
+                elif sock in self._clients:
+                    with contextlib.suppress(OSError):
+                        self.sock.sendto(data, self._clients[sock])
+
+    def _forget_idle(self, idle: float = 10.0) -> None:
+        # A reporter uses a new source port per report: without this the
+        # relay would keep a socket per report for ever.
+        now = time.monotonic()
+        for address in [a for a, t in self._used.items() if now - t > idle]:
+            upstream = self._upstream.pop(address)
+            del self._clients[upstream], self._used[address]
+            upstream.close()

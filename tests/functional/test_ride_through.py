@@ -91,3 +91,13 @@ class RideThroughTest(cloud_mod.CloudTestCase):
         self.assertTrue(netlab.wait_for(
             lambda: cloud.probe.ping_once(fresh["external_gateway_ip"]), 30,
             what="the new router to answer"))
+
+
+@netlab.skip_unless_root
+class UdpRideThroughTest(RideThroughTest):
+    """The same outages with UDP state reports first ([agent]
+    report_udp_endpoints): killing the scheduler takes its lease receiver with
+    it, so RPC and HTTP must take over; cutting the broker leaves UDP up."""
+
+    def build(self, **options):
+        return super().build(udp_reports=True, **options)
