@@ -20,7 +20,10 @@ measured:
 ``--restart`` then drops every registration at once (new StateReporter
 objects) and times until all N are registered again. ``--http`` also starts
 a clouddisco-api with ``[health] report_key`` and gives the agents an
-HttpReporter, so hedged HTTP reports are measured too.
+HttpReporter, so hedged HTTP reports are measured too. ``--udp`` gives the
+scheduler its UDP lease receiver and the agents a UdpReporter: reports go
+there first, RPC is the hedge (the path ``[agent] report_udp_endpoints``
+configures).
 
     sudo PYTHONPATH=$PWD .venv/bin/python -m bench.heartbeat_scale \\
         --agents 50,100,200,300 --hold 15 --restart
@@ -137,12 +140,14 @@ def tree_cpu(root: int) -> dict[int, tuple[str, float]]:
 def cpu_delta(before: dict[int, tuple[str, float]],
               after: dict[int, tuple[str, float]]) -> dict[str, float]:
     """CPU seconds spent between two ``tree_cpu`` snapshots, by role."""
-    roles: dict[str, float] = {"total": 0.0, "report_workers": 0.0,
+    roles: dict[str, float] = {"total": 0.0, "report_workers": 0.0, "udp_receiver": 0.0,
                                "placement_worker": 0.0, "master": 0.0}
     for pid, (title, cpu) in after.items():
         spent = cpu - before.get(pid, (title, 0.0))[1]
         roles["total"] += spent
-        if "state reports" in title:
+        if "over UDP" in title:
+            roles["udp_receiver"] += spent
+        elif "state reports" in title:
             roles["report_workers"] += spent
         elif "placement" in title:
             roles["placement_worker"] += spent
@@ -165,11 +170,13 @@ class _Sim:
     def __init__(self, gen_id: int, config_path: str, tmp: str, settings: dict) -> None:
         import clouddisco.cmd  # noqa: F401 - silences oslo's eventlet warning
         from clouddisco import conf as cd_conf
+        from clouddisco import heartbeat
         from clouddisco import rpc
         from clouddisco.agent import reporter
 
         self.rpc = rpc
         self.reporter_mod = reporter
+        self.heartbeat = heartbeat
         self.gen_id = gen_id
         self.tmp = tmp
         self.settings = settings
@@ -199,7 +206,7 @@ class _Sim:
 
     def _reset(self) -> None:
         self.stats: dict[str, Any] = {
-            "ack_ms": [], "register_ms": [], "acks": 0, "acks_http": 0,
+            "ack_ms": [], "register_ms": [], "acks": 0, "acks_http": 0, "acks_udp": 0,
             "report_failures": 0, "register_failures": 0, "refused": 0,
             "lapses_gap": 0, "lapses_expired": 0, "worst_gap_s": 0.0,
             "registered_at": [], "resyncs": 0, "resync_failures": 0}
@@ -229,8 +236,8 @@ class _Sim:
             if was_registered:
                 s["ack_ms"].append((done - sent) * 1000)
                 s["acks"] += 1
-                if rep._over_http:
-                    s["acks_http"] += 1
+                if rep.answered_by in ("http", "udp"):
+                    s[f"acks_{rep.answered_by}"] += 1
             else:
                 s["register_ms"].append((done - sent) * 1000)
                 s["registered_at"].append(time.time())
@@ -262,8 +269,12 @@ class _Sim:
         host = agent["host"]
         http = None
         if self.settings["api_url"]:
-            http = self.reporter_mod.HttpReporter([self.settings["api_url"]],
+            http = self.heartbeat.HttpReporter([self.settings["api_url"]],
                                                   self.settings["report_key"])
+        udp = None
+        if self.settings["udp_endpoint"]:
+            udp = self.heartbeat.UdpReporter([self.settings["udp_endpoint"]],
+                                                         self.settings["report_key"])
         return self.reporter_cls(
             host, NAMESPACE_PREFIX, scheduler, interval=self.interval,
             state_dir=agent["state_dir"],
@@ -273,7 +284,7 @@ class _Sim:
             # routers yet and a working node guard.
             state=lambda: {"routers": 0, "namespace_prefix": NAMESPACE_PREFIX,
                            "driver": "netns", "guard": "ok"},
-            http=http)
+            http=http, udp=udp)
 
     # ------------------------------------------------------------ commands
 
@@ -548,7 +559,7 @@ class DeathWatch:
 
 
 def write_config(path: str, *, host: str, transport_url: str, db_url: str, args: Any,
-                 api_port: int, report_key: str) -> None:
+                 api_port: int, report_key: str, udp_port: int = 0) -> None:
     text = f"""[DEFAULT]
 host = {host}
 transport_url = {transport_url}
@@ -562,6 +573,8 @@ bind_port = {api_port}
 report_interval = {args.report_interval}
 [health]
 report_key = {report_key}
+udp_bind_host = 127.0.0.1
+udp_port = {udp_port}
 agent_down_time = {args.agent_down_time}
 lease_time = {args.lease_time}
 [scheduler]
@@ -615,7 +628,10 @@ def measure_window(gens: list[Generator], sched: Service, api: Service | None,
     logged = count_log(sched.log_since(log_at))
     acks_ms = [x for s in stats for x in s["ack_ms"]]
     acks = sum(s["acks"] for s in stats)
-    acks_rpc = acks - sum(s["acks_http"] for s in stats)
+    acks_udp = sum(s["acks_udp"] for s in stats)
+    acks_rpc = acks - sum(s["acks_http"] for s in stats) - acks_udp
+    # Reports the scheduler answered, by either of its paths.
+    acks_sched = acks_rpc + acks_udp
 
     def total(key: str) -> int:
         return sum(s[key] for s in stats)
@@ -625,7 +641,7 @@ def measure_window(gens: list[Generator], sched: Service, api: Service | None,
 
     return dict(extra, **{
         "seconds": round(elapsed, 2),
-        "acks": acks, "acks_over_http": acks - acks_rpc,
+        "acks": acks, "acks_over_http": acks - acks_sched, "acks_over_udp": acks_udp,
         "reports_per_s": round(acks / elapsed, 1),
         "ack_p50_ms": ms(percentile(acks_ms, 50)), "ack_p90_ms": ms(percentile(acks_ms, 90)),
         "ack_p99_ms": ms(percentile(acks_ms, 99)),
@@ -646,13 +662,16 @@ def measure_window(gens: list[Generator], sched: Service, api: Service | None,
         "conn_pool_waits_logged": logged["conn_pool_waits_logged"],
         "scheduler_cpu_s": {k: round(v, 3) for k, v in sched_cpu.items()},
         # Reports answered over RPC are the scheduler's; HTTP ones the API's.
-        "scheduler_cpu_ms_per_report": (round(sched_cpu["total"] * 1000 / acks_rpc, 3)
-                                        if acks_rpc else None),
+        "scheduler_cpu_ms_per_report": (round(sched_cpu["total"] * 1000 / acks_sched, 3)
+                                        if acks_sched else None),
+        "udp_receiver_cpu_ms_per_report": (
+            round(sched_cpu["udp_receiver"] * 1000 / acks_udp, 3) if acks_udp else None),
         "report_worker_cpu_ms_per_report": (
-            round(sched_cpu["report_workers"] * 1000 / acks_rpc, 3) if acks_rpc else None),
+            round(sched_cpu["report_workers"] * 1000 / acks_rpc, 3)
+            if acks_rpc else None),
         "scheduler_cores": round(sched_cpu["total"] / elapsed, 3),
         "scheduler_cpu_ms_per_report_sent": per_report_sent(
-            sched_cpu["total"], acks_rpc + total("report_failures") + total("refused")),
+            sched_cpu["total"], acks_sched + total("report_failures") + total("refused")),
         "api_cpu_s": None if api_cpu is None else round(api_cpu, 3),
         "generator_cpu_s": round(gen_cpu, 3),
         "generator_cores": round(gen_cpu / elapsed, 3),
@@ -719,10 +738,12 @@ def run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> dict:
     transport_url = f"rabbit://guest:guest@127.0.0.1:5672/{token}"
 
     api_port = free_port()
-    report_key = secrets.token_hex(16) if args.http else ""
+    report_key = secrets.token_hex(16) if args.http or args.udp else ""
+    udp_port = free_port() if args.udp else 0
     config = os.path.join(tmp, "clouddisco.conf")
     write_config(config, host=f"{token}-controller", transport_url=transport_url,
-                 db_url=db_url, args=args, api_port=api_port, report_key=report_key)
+                 db_url=db_url, args=args, api_port=api_port, report_key=report_key,
+                 udp_port=udp_port)
     subprocess.run([os.path.join(args.bin, "clouddisco-db-manage"), "--config-file", config,
                     "upgrade", "head"], check=True, capture_output=True, timeout=120,
                    env=dict(os.environ, PYTHONPATH=WORKTREE))
@@ -734,6 +755,9 @@ def run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> dict:
                                     sched.log_since(0))) >= args.report_workers
              and "started: agent_down_time" in sched.log_since(0), 60,
              "the scheduler's workers to start")
+    if args.udp:
+        wait_for(lambda: "lease receiver listening" in sched.log_since(0), 60,
+                 "the scheduler's UDP lease receiver")
     api = None
     api_url = ""
     if args.http:
@@ -755,6 +779,7 @@ def run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> dict:
 
     settings = {"report_interval": args.report_interval, "lease_time": args.lease_time,
                 "api_url": api_url, "report_key": report_key,
+                "udp_endpoint": f"127.0.0.1:{udp_port}" if args.udp else "",
                 "shared_transport": args.shared_transport}
     # spawn: a clean interpreter, not a fork of one holding a DB connection.
     ctx = multiprocessing.get_context("spawn")
@@ -880,7 +905,9 @@ def plot(steps: list[dict], path: str, title: str) -> None:
     ax2.plot(ns, [s["scheduler_cpu_ms_per_report"] for s in steps], "o-",
              label="scheduler, all processes")
     ax2.plot(ns, [s["report_worker_cpu_ms_per_report"] for s in steps], "s--",
-             label="report worker(s) only")
+             label="RPC report worker(s), per RPC report")
+    ax2.plot(ns, [s.get("udp_receiver_cpu_ms_per_report") for s in steps], "D-.",
+             label="UDP lease receiver, per UDP report")
     ax2.plot(ns, [s.get("scheduler_cpu_ms_per_report_sent") for s in steps], "^:",
              label="scheduler, per report sent (answered or not)")
     ax2.axhline(0.5, color="tab:red", linewidth=0.8, linestyle="--", label="0.5 ms")
@@ -924,6 +951,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds the restart phase waits for every agent (default 30)")
     parser.add_argument("--http", action="store_true",
                         help="also start clouddisco-api and hedge reports over HTTP")
+    parser.add_argument("--udp", action="store_true",
+                        help="reports over UDP to the scheduler's lease receiver first, "
+                        "RPC as the hedge")
     parser.add_argument("--shared-transport", action="store_true",
                         help="one broker connection per generator process instead of "
                         "one per simulated agent")
@@ -970,6 +1000,7 @@ def main(argv: list[str] | None = None) -> int:
            **result}
     title = (f"one scheduler replica ({args.report_workers} report worker(s)), "
              f"report_interval {args.report_interval}s, lease_time {args.lease_time}s"
+             f"{', UDP first' if args.udp else ''}"
              f"{', HTTP hedging' if args.http else ''}; {os.cpu_count()} cores shared with "
              "the generator")
     out["title"] = title
