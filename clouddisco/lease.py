@@ -85,6 +85,14 @@ def effective_expiry(state_dir: str, host: str) -> float:
                node.expires if node.generation >= agent.generation else 0.0)
 
 
+def in_force(state_dir: str, host: str) -> Lease:
+    """The lease that ``effective_expiry`` goes by (agent's or node's file)."""
+    agent, node = read(state_dir, host, AGENT), read(state_dir, host, NODE)
+    candidates = [x for x, other in ((agent, node), (node, agent))
+                  if x.generation >= other.generation]
+    return max(candidates, key=lambda x: x.expires)
+
+
 def fenced(state_dir: str, host: str, generation: int) -> bool:
     """Whether the cleanup service has fenced lease ``generation`` of this node."""
     node = read(state_dir, host, NODE)

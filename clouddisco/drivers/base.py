@@ -91,3 +91,9 @@ class RouterDriver(abc.ABC):
     @abc.abstractmethod
     def router_is_active(self, router_id: str) -> bool:
         """True when the router's gateway address is present and its link is up."""
+
+    def renew_address_lifetimes(self, valid_lft: int) -> int:
+        """Give every gateway address of this prefix a kernel lifetime of
+        ``valid_lft`` whole seconds (see clouddisco.drivers.lifetimes);
+        returns how many were renewed. Drivers without addresses: nothing."""
+        return 0

@@ -222,6 +222,21 @@ class NetnsRouterDriver(base.RouterDriver):
         return (isinstance(state, netns_inside.NsState) and state.gw_cidr is not None
                 and state.gw_up)
 
+    def renew_address_lifetimes(self, valid_lft: int) -> int:
+        # No driver lock: this runs every lease renewal and must never wait
+        # for a build; a namespace removed meanwhile just fails to open.
+        names = [self.namespace_name(r) for r in self.list_routers()]
+        done = netns_inside.in_namespaces(
+            names, lambda ns: netns_inside.renew_gateway_lifetime(self._gw_dev_of(ns),
+                                                                  valid_lft))
+        failed = {ns: r for ns, r in done.items()
+                  if isinstance(r, OSError) and r.errno != errno.ENOENT}
+        if failed:
+            LOG.warning("could not renew the address lifetime of %d router(s): %s",
+                        len(failed), "; ".join(f"{ns}: {e}" for ns, e in
+                                               list(failed.items())[:3]))
+        return sum(1 for r in done.values() if r is True)
+
     def wait_for_announcements(self, timeout: float | None = None) -> bool:
         """Wait for gratuitous ARPs still being sent; True when none is left."""
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -210,3 +210,54 @@ def open_garp_socket(dev: str) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+# ------------------------------------------------- address lifetimes (netlink)
+
+_RTM_NEWADDR = 20
+_NLMSG_ERROR = 2
+_NLM_F_REQUEST = 0x1
+_NLM_F_ACK = 0x4
+_NLM_F_REPLACE = 0x100
+_IFA_ADDRESS = 1
+_IFA_LOCAL = 2
+_IFA_CACHEINFO = 6
+
+
+def _rtattr(kind: int, payload: bytes) -> bytes:
+    length = 4 + len(payload)
+    return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
+
+
+def renew_gateway_lifetime(dev: str, valid_lft: int) -> bool:
+    """Runs inside the namespace: give the gateway's IPv4 address a lifetime
+    of ``valid_lft`` seconds, after which the kernel itself removes it (and
+    with it every ARP and ICMP answer for it), unless renewed again. False
+    when the gateway has no address: an address that is gone is never put
+    back here (an IPv4 RTM_NEWADDR would create it), only by a build.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            ifindex = struct.unpack_from("i", _ifreq(sock, _SIOCGIFINDEX, dev), 16)[0]
+            address = _ifreq(sock, _SIOCGIFADDR, dev)[20:24]
+            mask = int.from_bytes(_ifreq(sock, _SIOCGIFNETMASK, dev)[20:24], "big")
+        except OSError as exc:
+            if exc.errno in (errno.ENODEV, errno.EADDRNOTAVAIL):
+                return False
+            raise
+    body = (struct.pack("=BBBBI", socket.AF_INET, mask.bit_count(), 0, 0, ifindex)
+            + _rtattr(_IFA_LOCAL, address) + _rtattr(_IFA_ADDRESS, address)
+            # ifa_prefered, ifa_valid, then two stamps the kernel ignores here.
+            + _rtattr(_IFA_CACHEINFO, struct.pack("=IIII", valid_lft, valid_lft, 0, 0)))
+    flags = _NLM_F_REQUEST | _NLM_F_ACK | _NLM_F_REPLACE
+    message = struct.pack("=LHHLL", 16 + len(body), _RTM_NEWADDR, flags, 1, 0) + body
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as nl:
+        nl.settimeout(1.0)
+        nl.send(message)
+        reply = nl.recv(4096)
+    kind = struct.unpack_from("=H", reply, 4)[0]
+    if kind == _NLMSG_ERROR:
+        error = struct.unpack_from("=i", reply, 16)[0]
+        if error:
+            raise OSError(-error, f"RTM_NEWADDR {dev}: {os.strerror(-error)}")
+    return True
