@@ -16,6 +16,7 @@ from clouddisco.agent import node as node_mod
 from clouddisco.agent import reporter
 from clouddisco.agent import routers
 from clouddisco.drivers import base
+from clouddisco.drivers import lifetimes
 
 LOG = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ class L3AgentService:
             state=lambda: {"routers": len(self.driver.list_routers()),
                            "namespace_prefix": conf.agent.namespace_prefix,
                            "driver": conf.agent.router_driver,
-                           "guard": self._guard_status()},
+                           "guard": self._guard_status(),
+                           "kernel_lease": self.lifetimes is not None and self.lifetimes.ok},
             http=(heartbeat.HttpReporter(conf.agent.report_endpoints, conf.health.report_key)
                   if conf.agent.report_endpoints else None),
             udp=(heartbeat.UdpReporter(conf.agent.report_udp_endpoints,
@@ -72,6 +74,11 @@ class L3AgentService:
         self.enforcer = node_mod.LeaseEnforcer(self.node, driver, self.reporter.fenced)
         self.server = rpc.get_server(transport, rpc.AGENT_TOPIC,
                                      [AgentEndpoint(self.worker)], server=self.host)
+        # The kernel removes the gateway addresses if neither this agent nor
+        # the node guard renews them (clouddisco.drivers.lifetimes).
+        self.lifetimes = (lifetimes.AddressLifetimeKeeper(
+            driver, self.state_dir, self.host, conf.health.agent_down_time)
+            if conf.agent.kernel_lease else None)
         self._last_guard = "ok"
         self._last_resync = time.monotonic()
         self._anti_entropy = periodic.Loop("anti-entropy", self._anti_entropy_step,
@@ -111,6 +118,8 @@ class L3AgentService:
         self.server.start()
         self.reporter.start()
         self.enforcer.start()
+        if self.lifetimes is not None:
+            self.lifetimes.start()
         self._anti_entropy.start()
         systemd.notify("READY=1")
         LOG.info("L3 agent %s started", self.host)
@@ -124,6 +133,9 @@ class L3AgentService:
         self.server.wait()
         self.worker.stop()
         self.enforcer.stop()
+        if self.lifetimes is not None:
+            # The node guard renews them from now on.
+            self.lifetimes.stop()
         # Last: the lease stays renewed during the seconds a graceful RPC stop
         # takes; once this process is gone the node guard renews it until the
         # next agent registers.

@@ -9,6 +9,7 @@ from clouddisco import rpc
 from clouddisco import systemd
 from clouddisco.cleanup import guard
 from clouddisco.drivers import base
+from clouddisco.drivers import lifetimes
 
 LOG = logging.getLogger(__name__)
 
@@ -26,9 +27,16 @@ class GuardService:
             http=(heartbeat.HttpReporter(conf.agent.report_endpoints, conf.health.report_key)
                   if conf.agent.report_endpoints else None))
         self._loop = periodic.Loop("node-guard", self._step, self.interval)
+        # The guard renews the addresses' kernel lifetimes too, so that they
+        # outlive an agent restart (clouddisco.drivers.lifetimes).
+        self.lifetimes = (lifetimes.AddressLifetimeKeeper(
+            driver, conf.agent.state_dir, conf.host, conf.health.agent_down_time)
+            if conf.agent.kernel_lease else None)
 
     def start(self) -> None:
         self._loop.start()
+        if self.lifetimes is not None:
+            self.lifetimes.start()
         systemd.notify("READY=1")
         LOG.info("node guard for %s started (restart_grace %.1fs)", self.guard.host,
                  self.guard.restart_grace)
@@ -36,6 +44,8 @@ class GuardService:
     def stop(self) -> None:
         systemd.notify("STOPPING=1")
         self._loop.stop()
+        if self.lifetimes is not None:
+            self.lifetimes.stop()
         self.guard.close()
 
     def _step(self) -> float:

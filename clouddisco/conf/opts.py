@@ -171,6 +171,15 @@ AGENT_OPTS = [
         "scales: a replica writes the reports that arrive together in one "
         "transaction. Empty: RPC first.",
     ),
+    cfg.BoolOpt(
+        "kernel_lease",
+        default=True,
+        help="Give every gateway address a kernel lifetime (valid_lft) that the "
+        "agent and the node guard renew with the lease, so that the kernel "
+        "itself removes the addresses if both processes die; bounded by "
+        "[health] agent_down_time, which must be the server's value. Off: "
+        "the addresses are permanent and only the processes enforce the lease.",
+    ),
     cfg.FloatOpt(
         "guard_timeout",
         default=1.0,
