@@ -45,6 +45,17 @@ LOG = logging.getLogger(__name__)
 # lets the control plane move a silent agent's routers (see the health monitor).
 GUARD_OK = "ok"
 GUARD_STATUSES = (GUARD_OK, "missing", "stale", "mismatch")
+# Stored after a not-ok guard status when the report also says the kernel
+# enforces the lease on the gateway addresses ("kernel_lease": true, see
+# clouddisco.drivers.lifetimes): then the copy stops answering when the lease
+# runs out even with no process alive, and the routers may move.
+KERNEL_SUFFIX = "+kernel"
+
+
+def lease_enforced(status: str | None) -> bool:
+    """Whether something on the node is sure to silence a silent agent's
+    routers when its lease runs out (None: an older agent that does not say)."""
+    return status in (None, GUARD_OK) or (status or "").endswith(KERNEL_SUFFIX)
 
 SIGNATURE_HEADER = "X-Clouddisco-Signature"
 HTTP_PATH = "/v1/agent-reports"
@@ -72,17 +83,20 @@ def receive(db: Any, host: str, state: dict, lease_time: float) -> dict:
     """
     generation = state.get("lease_generation")
     agent = db.record_heartbeat(host, generation if isinstance(generation, int) else None,
-                                guard_status=guard_status(host, state.get("guard")))
+                                guard_status=guard_status(host, state.get("guard"),
+                                                          state.get("kernel_lease") is True))
     if agent is None:
         return {"registered": False}
     return {"registered": True, "lease_generation": agent["lease_generation"],
             "lease_time": lease_time}
 
 
-def guard_status(host: str, guard: Any) -> str | None:
+def guard_status(host: str, guard: Any, kernel_lease: bool = False) -> str | None:
     """The node guard's status from a state report: None when the agent does
     not say (older agents). A value outside the contract is kept as "not ok"
     (truncated to fit): an unknown answer is no proof the guard works."""
+    if guard in GUARD_STATUSES and guard != GUARD_OK and kernel_lease:
+        return guard + KERNEL_SUFFIX
     if guard is None or guard in GUARD_STATUSES:
         return guard
     # Debug: it comes with every report; the agents API shows the value.

@@ -27,6 +27,7 @@ DOWN = "DOWN"
 # Node guard statuses an agent reports; only GUARD_OK makes a silent agent's
 # routers safe to move.
 GUARD_OK = heartbeat.GUARD_OK
+lease_enforced = heartbeat.lease_enforced
 GUARD_STATUSES = heartbeat.GUARD_STATUSES
 
 # Binding roles. The primary key (router_id, role) lets the database itself refuse

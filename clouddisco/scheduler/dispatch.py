@@ -84,7 +84,7 @@ class RouterDispatcher:
             return
         if agent is not None and agent["dead_since"] is not None and \
                 agent["fenced_at"] is None and \
-                agent["guard_status"] not in (None, models.GUARD_OK):
+                not models.lease_enforced(agent["guard_status"]):
             # Dead by silence on a node without a working guard: its copy may
             # still forward. Dropping the row would free the gateway address
             # for a new router while the old one answers for it; the monitor

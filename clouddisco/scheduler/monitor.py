@@ -271,7 +271,7 @@ class HealthMonitor:
 
 
 def _unguarded(agent: dict) -> bool:
-    """Not fenced, and its last report said the node guard is not ok (None:
-    an older agent that does not say)."""
-    return agent["fenced_at"] is None and agent["guard_status"] not in (None,
-                                                                        models.GUARD_OK)
+    """Not fenced, and its last report said the node guard is not ok and the
+    kernel does not enforce the lease either (None: an older agent that does
+    not say)."""
+    return agent["fenced_at"] is None and not models.lease_enforced(agent["guard_status"])

@@ -158,7 +158,8 @@ class UdpLeaseReceiver:
         try:
             renewed = self.db.record_heartbeats(
                 [(p["host"], p["state"]["lease_generation"],
-                  heartbeat.guard_status(p["host"], p["state"].get("guard")))
+                  heartbeat.guard_status(p["host"], p["state"].get("guard"),
+                                         p["state"].get("kernel_lease") is True))
                  for p, _ in reports])
         except Exception as exc:
             # No answer: the agent's hedges (RPC, HTTP) are already on their way,

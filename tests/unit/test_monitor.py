@@ -392,6 +392,18 @@ class MonitorTest(MonitorTestBase):
         self.monitor.run_once()
         self.assertEqual({"c"}, set(self.hosts_of(ids).values()))
 
+    def test_dead_guard_with_the_kernel_lease_fails_over(self):
+        """The kernel removes the addresses when the lease runs out, so a
+        silent agent whose guard is gone may move (clouddisco.drivers.lifetimes)."""
+        self.register("a", "b", "c")
+        ids = self.place(6)
+        self.db.record_heartbeat("a", guard_status="stale+kernel")
+        self.age_heartbeat("a", DOWN + 1)
+        self.monitor.run_once()
+        self.assertNotIn("a", set(self.hosts_of(ids).values()))
+        self.assertEqual([], [e for e in self.db.list_failover_events()
+                              if e["cause"] == "unguarded"])
+
     def test_held_unguarded_agent_does_not_trip_the_breaker_later(self):
         self.register("a", "b", "c")
         self.place(6)
