@@ -121,7 +121,8 @@ class Cloud(fixtures.Fixture):
                  restart_grace: float = 5.0, guards: bool = True, schedulers: int = 1,
                  max_dead_fraction: float = 0.5, proxied_agents: tuple[str, ...] = (),
                  proxied_schedulers: tuple[int, ...] = (), debug: bool = False,
-                 http_reports: bool = True, udp_reports: bool = False) -> None:
+                 http_reports: bool = True, udp_reports: bool = False,
+                 kernel_lease: bool = True) -> None:
         super().__init__()
         self.agent_names = list(agents)
         self.external_transport_url = transport_url
@@ -139,6 +140,9 @@ class Cloud(fixtures.Fixture):
         # Agents report over UDP to the schedulers' lease receivers first
         # ([agent] report_udp_endpoints), RPC and HTTP being the fallbacks.
         self.udp_reports = udp_reports
+        # Gateway addresses carry a kernel lifetime renewed with the lease
+        # ([agent] kernel_lease, the product's default).
+        self.kernel_lease = kernel_lease
         # Processes that reach RabbitMQ through a TcpProxy a test can cut
         # (agents by name, schedulers by number); the agent's node guard uses
         # its agent's proxy, as it would share the node's network.
@@ -293,6 +297,7 @@ report_interval = {self.report_interval}
 state_dir = {state_dir or os.path.join(self.tmp, "state")}
 report_endpoints = {report_endpoint or ""}
 report_udp_endpoints = {",".join(udp_endpoints)}
+kernel_lease = {self.kernel_lease}
 [health]
 report_key = {self.token if self.http_reports or self.udp_reports else ""}
 udp_bind_host = 127.0.0.1

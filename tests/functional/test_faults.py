@@ -126,10 +126,20 @@ class FaultTest(_FaultBase):
                         self.cloud.report_interval)
         self.check_invariants([router])
 
+
+
+@netlab.skip_unless_root
+class WithoutKernelLeaseTest(_FaultBase):
+    """Gateway addresses without a kernel lifetime ([agent] kernel_lease =
+    false): only the processes enforce the lease, and the control plane holds
+    the routers of a silent node whose guard was not ok."""
+
+    cloud_options = {"kernel_lease": False}
+
     def test_dead_guard_then_hung_agent_never_gives_two_copies(self):
-        """The guard is killed and left down, then the agent hangs: nothing on
-        the node can remove its copy, so the control plane must not start
-        another. Once the agent resumes it removes its own copy (its lease ran
+        """The guard is killed and left down, then the agent hangs; with no
+        kernel lease nothing on the node can remove its copy, so the control
+        plane must not start another. Once the agent resumes it removes its own copy (its lease ran
         out), and once the guard is back the router serves again."""
         router, agent = self.router_on()
         host = self.cloud.host(agent)
@@ -160,6 +170,57 @@ class FaultTest(_FaultBase):
             lambda: self.cloud.probe.ping_once(router["external_gateway_ip"]), 30,
             what="the router to serve again"))
         self.check_invariants([router])
+
+
+@netlab.skip_unless_root
+class KernelLeaseTest(_FaultBase):
+    """Both processes that enforce a node's lease die: the kernel removes the
+    gateway addresses when the lease runs out, so the routers may move and
+    no second copy ever answers (nemesis seed 4). With ``kernel_lease =
+    false`` the first test shows the double copy: seen failing that way."""
+
+    def kill_guard_then_agent(self, agent):
+        self.cloud.guard(agent).kill()
+        # Sooner than the agent notices its guard is gone ([agent]
+        # guard_timeout): its last report still says the guard is ok.
+        time.sleep(0.2)
+        self.cloud.agent(agent).kill()
+
+    def test_guard_then_agent_killed_moves_with_no_second_copy(self):
+        router, agent = self.router_on()
+        new = self.other(agent)
+        gap, _ = self.ping_gap_through(
+            router, lambda: self.kill_guard_then_agent(agent),
+            lambda: self.cloud.wait_router(router["id"], agent_host=self.cloud.host(new),
+                                           timeout=30))
+        time.sleep(1.0)  # the old namespace is still there: nobody removed it
+        self.assertEqual([router["id"]], [n[len(self.cloud.prefix(agent)):] for n in
+                                          self.cloud.router_namespaces(agent)])
+        self.sampler.assert_no_double_active()
+        self.check_invariants([router])
+        self.assertLess(gap, self.cloud.agent_down_time + 1.5)
+
+    def test_dead_guard_then_hung_agent_moves_with_no_second_copy(self):
+        """As WithoutKernelLeaseTest's, but the agent's reports said its
+        kernel enforces the lease, so the routers move rather than wait."""
+        router, agent = self.router_on()
+        host, new = self.cloud.host(agent), self.other(agent)
+        self.cloud.guard(agent).kill()
+        netlab.wait_for(lambda: self.cloud.agents()[host].get("guard_status")
+                        == "stale+kernel", 15, what="the agent to report its dead guard")
+        proc = self.cloud.agent(agent)
+        self.addCleanup(lambda: proc.alive() and os.kill(proc.pid, signal.SIGCONT))
+        proc.signal(signal.SIGSTOP)
+        self.cloud.wait_router(router["id"], agent_host=self.cloud.host(new), timeout=30)
+        self.assertTrue(netlab.wait_for(
+            lambda: self.cloud.probe.ping_once(router["external_gateway_ip"]), 15,
+            what="the moved router to answer"))
+        self.sampler.assert_no_double_active()
+        proc.signal(signal.SIGCONT)
+        netlab.wait_for(lambda: self.cloud.router_namespaces(agent) == [], 15,
+                        what="the resumed agent to remove its copy (lease ran out)")
+        self.check_invariants([router])
+
 
 
 @netlab.skip_unless_root

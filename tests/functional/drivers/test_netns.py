@@ -408,3 +408,44 @@ class HelpersTest(testtools.TestCase):
         results = driver.ensure([spec])
         self.assertIn("/nonexistent/ip", results[spec.id])
         self.assertEqual({spec.id: None}, driver.remove([spec.id]))  # absent anyway
+
+
+class AddressLifetimeTest(NetnsDriverTestCase):
+    """The kernel's share of the lease (clouddisco.drivers.lifetimes)."""
+
+    def gateway_address(self, spec):
+        ns = self.driver.namespace_name(spec.id)
+        for link in ip_json("-n", ns, "-4", "addr", "show", "dev",
+                            netns.gateway_device_name(spec.id)):
+            for info in link.get("addr_info", []):
+                if info.get("local") == spec.gateway_ip:
+                    return info
+        return None
+
+    def test_unrenewed_address_is_removed_by_the_kernel_and_never_put_back(self):
+        spec = new_spec()
+        self.assertEqual({spec.id: None}, self.driver.ensure([spec]))
+        probe = self.make_probe()
+        self.assertTrue(self.ping(probe, spec.gateway_ip))
+        self.assertEqual(1, self.driver.renew_address_lifetimes(1))
+        self.assertLessEqual(self.gateway_address(spec)["valid_life_time"], 1)
+        self.assertTrue(wait_for(lambda: self.gateway_address(spec) is None, 3),
+                        "the kernel did not remove the expired address")
+        self.assertFalse(self.ping(probe, spec.gateway_ip))
+        self.assertEqual(0, self.driver.renew_address_lifetimes(1),
+                         "a renewal must not bring an expired address back")
+        self.assertIsNone(self.gateway_address(spec))
+        # Only a build does (under a lease the agent checked).
+        self.assertEqual({spec.id: None}, self.driver.ensure([spec]))
+        self.assertTrue(self.ping(probe, spec.gateway_ip))
+
+    def test_renewed_address_stays(self):
+        spec = new_spec()
+        self.driver.ensure([spec])
+        for _ in range(4):
+            self.assertEqual(1, self.driver.renew_address_lifetimes(2))
+            time.sleep(0.6)
+        info = self.gateway_address(spec)
+        self.assertIsNotNone(info)
+        self.assertEqual(16, info["prefixlen"])
+        self.assertLessEqual(info["valid_life_time"], 2)
