@@ -39,12 +39,10 @@ class NemesisTest(testtools.TestCase):
         self.check_seed(11)
 
     def test_seed_4(self):
-        # Known open violation, kept visible: the guard is killed, then the
-        # agent less than guard_timeout later (its last report still said the
-        # guard was ok); nothing on the node enforces the lease until a guard
-        # starts again, and a slow restart lets the control plane move the
-        # routers first. Two copies for ~3-5 s in 2 of 3 runs. Needs an
-        # enforcer that outlives both processes (design notes, "What is not
-        # covered yet"). Replay: python -m lab.nemesis --seed 4 --duration 45
-        self.skipTest("known violation: guard and agent killed within guard_timeout")
+        # The guard is killed, then the agent less than guard_timeout later
+        # (its last report still said the guard was ok): nothing on the node
+        # enforced the lease until a guard started again, and the control
+        # plane moved the routers first (two copies for 3-5 s in 2 of 3 runs).
+        # The kernel now removes the gateway addresses when the lease runs out
+        # (clouddisco.drivers.lifetimes).
         self.check_seed(4)
