@@ -206,9 +206,20 @@ class UdpReporter:
         return out
 
     def report(self, host: str, state: dict, timeout: float) -> dict:
+        return self._exchange(host, {"host": host, "state": state}, timeout)
+
+    def register(self, host: str, namespace_prefix: str, timeout: float,
+                 registration_id: str) -> dict:
+        """A registration (``op`` register): the answer is the RPC
+        ``register``'s. ``registration_id`` makes retries, by either path,
+        one registration."""
+        return self._exchange(host, {"op": "register", "register": {
+            "host": host, "namespace_prefix": namespace_prefix, "agent_type": "l3",
+            "registration_id": registration_id}}, timeout)
+
+    def _exchange(self, host: str, payload: dict, timeout: float) -> dict:
         nonce = os.urandom(8).hex()
-        datagram = pack(self.key, {"host": host, "state": state, "nonce": nonce,
-                                   "wait": round(timeout, 3)})
+        datagram = pack(self.key, dict(payload, nonce=nonce, wait=round(timeout, 3)))
         addresses = self._addresses(host)
         if not addresses:
             raise ConnectionError("no UDP report endpoint resolves")

@@ -120,9 +120,7 @@ class StateReporter:
                     # One id for every retry of this registration.
                     self._registration_id = str(uuid.uuid4())
                 try:
-                    reply = self.scheduler.register(self.host, self.namespace_prefix,
-                                                    register_timeout,
-                                                    self._registration_id)
+                    reply = self._register(register_timeout)
                 except Exception:
                     self._register_failures += 1
                     backoff = min(REGISTER_BACKOFF_MAX,
@@ -187,24 +185,47 @@ class StateReporter:
     def _report(self, state: dict, timeout: float) -> dict:
         """Send one report; return the first answer, from whichever path."""
         paths = self._paths()
+        first_name = paths[0][0]
+        name, reply = self._first_answer(
+            [(n, lambda t, send=send: send(self.host, state, t)) for n, send in paths],
+            timeout, self.interval * HEDGE)
+        if name == first_name and self._over_fallback:
+            LOG.warning("state reports of %s are answered over %s again", self.host,
+                        first_name.upper())
+            self._over_fallback = False
+        elif name != first_name and not self._over_fallback:
+            LOG.warning("state reports of %s go over %s: %s did not answer within %.2fs",
+                        self.host, name.upper(), first_name.upper(), self.interval * HEDGE)
+            self._over_fallback = True
+        self.answered_by = name
+        return reply
+
+    def _register(self, timeout: float) -> dict:
+        """Register over UDP first when configured, RPC after one interval;
+        both carry the same registration id, so both answering registers
+        once."""
+        rid = self._registration_id
+        paths = [("rpc", lambda t: self.scheduler.register(self.host, self.namespace_prefix,
+                                                            t, rid))]
+        if self.udp is not None:
+            paths.insert(0, ("udp", lambda t: self.udp.register(
+                self.host, self.namespace_prefix, t, rid)))
+        return self._first_answer(paths, timeout, self.interval)[1]
+
+    def _first_answer(self, paths: list[tuple[str, Callable[[float], dict]]],
+                      timeout: float, hedge_after: float) -> tuple[str, dict]:
+        """Call the first path; if it has not answered within ``hedge_after``,
+        every other path too. The first answer wins: (path name, answer)."""
         if len(paths) == 1:
-            self.answered_by = paths[0][0]
-            return paths[0][1](self.host, state, timeout)
+            return paths[0][0], paths[0][1](timeout)
         deadline = time.monotonic() + timeout
-        (first_name, first_send), fallbacks = paths[0], paths[1:]
-        first = self._pool.submit(first_send, self.host, state, timeout)
-        concurrent.futures.wait([first], self.interval * HEDGE)
+        first = self._pool.submit(paths[0][1], timeout)
+        concurrent.futures.wait([first], hedge_after)
         if first.done() and first.exception() is None:
-            if self._over_fallback:
-                LOG.warning("state reports of %s are answered over %s again", self.host,
-                            first_name.upper())
-                self._over_fallback = False
-            self.answered_by = first_name
-            return first.result()
-        futures = {first: first_name}
-        for name, send in fallbacks:
-            futures[self._pool.submit(send, self.host, state,
-                                      max(0.05, deadline - time.monotonic()))] = name
+            return paths[0][0], first.result()
+        futures = {first: paths[0][0]}
+        for name, call in paths[1:]:
+            futures[self._pool.submit(call, max(0.05, deadline - time.monotonic()))] = name
         pending = set(futures)
         errors = []
         while pending:
@@ -215,17 +236,10 @@ class StateReporter:
                 break
             for future in done:
                 if future.exception() is None:
-                    name = futures[future]
-                    if future is not first and not self._over_fallback:
-                        LOG.warning("state reports of %s go over %s: %s did not answer "
-                                    "within %.2fs", self.host, name.upper(),
-                                    first_name.upper(), self.interval * HEDGE)
-                        self._over_fallback = True
-                    self.answered_by = name
-                    return future.result()
+                    return futures[future], future.result()
                 errors.append(f"{futures[future]}: {future.exception()}")
-        raise TimeoutError("state report unanswered: " + ("; ".join(errors) or
-                                                         f"no answer within {timeout:.1f}s"))
+        raise TimeoutError("unanswered: " + ("; ".join(errors) or
+                                            f"no answer within {timeout:.1f}s"))
 
     def _renew(self, generation: int, sent: float, lease_time: float | None) -> None:
         if not lease_time:

@@ -35,6 +35,8 @@ from typing import Any
 from oslo_log import log as logging
 
 from clouddisco import heartbeat
+from clouddisco import rpc
+from clouddisco.scheduler import endpoints
 
 LOG = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ class UdpLeaseReceiver:
         self.address = self.sock.getsockname()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.counts = {"received": 0, "renewed": 0, "refused": 0, "bad": 0,
+        self.counts = {"received": 0, "renewed": 0, "refused": 0, "bad": 0, "registered": 0,
                        "expired": 0, "write_failed": 0, "batches": 0}
         self._logged_counts = dict(self.counts)
         self._next_count_log = time.monotonic() + COUNT_LOG_INTERVAL
@@ -139,9 +141,18 @@ class UdpLeaseReceiver:
     def handle(self, batch: list[tuple[bytes, Any, float]]) -> int:
         """Check, write and answer one batch; returns how many were answered."""
         reports = []
+        registrations = []
         for data, address, waited in batch:
             self.counts["received"] += 1
             payload = heartbeat.unpack(self.key, data)
+            if payload is not None and payload.get("op") == "register":
+                if _well_formed_registration(payload):
+                    if waited > payload["wait"]:
+                        self.counts["expired"] += 1
+                    else:
+                        registrations.append((payload, address))
+                    continue
+                payload = None
             if payload is None or not _well_formed(payload):
                 # Unsigned, signed with another key, or not a report: no answer
                 # (an answer would help whoever probes the port).
@@ -153,8 +164,10 @@ class UdpLeaseReceiver:
                 self.counts["expired"] += 1
                 continue
             reports.append((payload, address))
+        for payload, address in registrations:
+            self._register(payload, address)
         if not reports:
-            return 0
+            return len(registrations)
         try:
             renewed = self.db.record_heartbeats(
                 [(p["host"], p["state"]["lease_generation"],
@@ -167,7 +180,7 @@ class UdpLeaseReceiver:
             self.counts["write_failed"] += len(reports)
             LOG.warning("lease receiver: could not store %d state report(s): %s",
                         len(reports), exc)
-            return 0
+            return len(registrations)
         self.counts["batches"] += 1
         for payload, address in reports:
             generation = payload["state"]["lease_generation"]
@@ -181,11 +194,31 @@ class UdpLeaseReceiver:
                          "agent must register again", payload["host"], generation)
                 answer = {"registered": False}
             answer["nonce"] = payload["nonce"]
-            try:
-                self.sock.sendto(heartbeat.pack(self.key, answer), address)
-            except OSError as exc:
-                LOG.debug("lease receiver: could not answer %s: %s", address, exc)
-        return len(reports)
+            self._answer(answer, address)
+        return len(reports) + len(registrations)
+
+    def _register(self, payload: dict, address: Any) -> None:
+        """One registration, in a transaction of its own (it locks the agent's
+        row); retried ones carry the same registration id and bump nothing."""
+        r = payload["register"]
+        try:
+            answer = endpoints.register(self.db, self.lease_time, r["host"],
+                                        r["namespace_prefix"], r.get("agent_type", "l3"),
+                                        r.get("registration_id"))
+        except Exception as exc:
+            # No answer: the agent retries (same registration id) or falls
+            # back to RPC.
+            self.counts["write_failed"] += 1
+            LOG.warning("lease receiver: could not register %s: %s", r["host"], exc)
+            return
+        self.counts["registered"] += 1
+        self._answer(dict(answer, nonce=payload["nonce"]), address)
+
+    def _answer(self, answer: dict, address: Any) -> None:
+        try:
+            self.sock.sendto(heartbeat.pack(self.key, answer), address)
+        except OSError as exc:
+            LOG.debug("lease receiver: could not answer %s: %s", address, exc)
 
     def _log_counts(self) -> None:
         now = time.monotonic()
@@ -212,16 +245,29 @@ def _waited(ancdata: list) -> float:
     return 0.0
 
 
+_REGISTER_VALIDATOR = rpc.compiled_validator("register")
+
+
+def _well_formed_registration(payload: dict) -> bool:
+    """Registrations are rare: the RPC ``register`` schema checks them."""
+    return (_wait_and_nonce_ok(payload) and isinstance(payload.get("register"), dict)
+            and isinstance(payload["register"].get("registration_id"), str)
+            and rpc.first_error(_REGISTER_VALIDATOR, payload["register"]) is None)
+
+
+def _wait_and_nonce_ok(payload: dict) -> bool:
+    wait = payload.get("wait")
+    return (isinstance(payload.get("nonce"), str) and len(payload["nonce"]) <= 64
+            and isinstance(wait, (int, float)) and not isinstance(wait, bool)
+            and 0 < wait <= 60)
+
+
 def _well_formed(payload: dict) -> bool:
     """The fields the receiver relies on, checked by hand: this is the hot path
     (a compiled jsonschema validator costs more than the rest of a report)."""
     state = payload.get("state")
     host = payload.get("host")
-    wait = payload.get("wait")
     generation = state.get("lease_generation") if isinstance(state, dict) else None
-    return (isinstance(host, str) and 0 < len(host) <= 255
-            and isinstance(payload.get("nonce"), str) and len(payload["nonce"]) <= 64
-            and isinstance(wait, (int, float)) and not isinstance(wait, bool)
-            and 0 < wait <= 60
+    return (isinstance(host, str) and 0 < len(host) <= 255 and _wait_and_nonce_ok(payload)
             and isinstance(generation, int) and not isinstance(generation, bool)
             and generation >= 1)

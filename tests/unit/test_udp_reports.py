@@ -287,3 +287,58 @@ class UdpConfigTest(testtools.TestCase):
         conf = base.make_conf(agent__report_udp_endpoints=["sched:9798", "[::1]:9798"],
                               health__report_key=KEY)
         cd_conf.check(conf, ["agent"])
+
+
+class UdpRegistrationTest(base.DBTestCase):
+    def setUp(self):
+        super().setUp()
+        self.receiver = udp.UdpLeaseReceiver(self.db, KEY, 2.0, "127.0.0.1", 0)
+        self.addCleanup(self.receiver.stop)
+        self.udp = heartbeat.UdpReporter([f"127.0.0.1:{self.receiver.address[1]}"], KEY)
+
+    def test_register_and_retry_with_the_same_id(self):
+        self.receiver.start()
+        rid = "8b1a3a5e-2f0e-4d52-9a43-6c1f3f2b0c11"
+        first = self.udp.register("node-1", "qr-", 2.0, rid)
+        self.assertEqual(1, first["lease_generation"])
+        self.assertEqual(2.0, first["lease_time"])
+        again = self.udp.register("node-1", "qr-", 2.0, rid)
+        self.assertEqual(first, again, "a retried registration bumped the generation")
+        other = self.udp.register("node-1", "qr-", 2.0, "5e0d7f9c-1a2b-4c3d-8e9f-0a1b2c3d4e5f")
+        self.assertEqual(2, other["lease_generation"])
+
+    def test_bad_registration_is_dropped(self):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        for register in ({"host": "n", "namespace_prefix": "bad prefix!",
+                          "registration_id": "8b1a3a5e-2f0e-4d52-9a43-6c1f3f2b0c11"},
+                         {"host": "n", "namespace_prefix": "qr-"}):  # no id: no retry safety
+            sock.sendto(heartbeat.pack(KEY.encode(), {"op": "register", "register": register,
+                                                      "nonce": "n", "wait": 1}),
+                        self.receiver.address)
+        time.sleep(0.05)
+        self.assertEqual(0, self.receiver.handle(self.receiver._drain()))
+        self.assertEqual(2, self.receiver.counts["bad"])
+
+    def test_agent_registers_over_udp_first(self):
+        self.receiver.start()
+        calls = []
+
+        class NoRpc:
+            def register(self_, *args):
+                calls.append(args)
+                raise TimeoutError("no broker")
+
+            def report_state(self_, host, state, timeout):
+                raise TimeoutError("no broker")
+
+        state_dir = self.useFixture(fixtures.TempDir()).path
+        rep = reporter.StateReporter("node-1", "qr-", NoRpc(), interval=1.0,
+                                     state_dir=state_dir, on_connected=lambda: None,
+                                     state=lambda: {"guard": "ok"}, udp=self.udp)
+        self.addCleanup(rep.stop)
+        self.assertTrue(rep.report_once())
+        self.assertEqual(1, rep.generation)
+        self.assertEqual([], calls, "RPC was tried although UDP answered at once")
+        self.assertTrue(rep.report_once())
+        self.assertEqual("udp", rep.answered_by)
