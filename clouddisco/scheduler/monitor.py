@@ -12,6 +12,8 @@ the ring settles is harmless: every move is a conditional UPDATE.
 
 import collections
 import datetime
+import time
+from collections.abc import Callable
 
 from oslo_log import log as logging
 from tooz import hashring
@@ -31,7 +33,9 @@ class HealthMonitor:
     def __init__(self, db: db_api.Database, dispatcher: dispatch.RouterDispatcher, *,
                  host: str, agent_down_time: float, check_interval: float,
                  pending_retry_time: float, replica_down_time: float = 1.0,
-                 max_dead_fraction: float = 0.5) -> None:
+                 max_dead_fraction: float = 0.5,
+                 outage_until: Callable[[], float] = lambda: 0.0,
+                 start_hold: float = 0.0) -> None:
         self.db = db
         self.dispatcher = dispatcher
         self.host = host
@@ -41,6 +45,13 @@ class HealthMonitor:
         self.replica_down_time = replica_down_time
         self.max_dead_fraction = max_dead_fraction
         self.breaker_open = False
+        # No move by silence while this replica's lease receiver may have
+        # given outage notices that a node still serves on (monotonic time),
+        # nor for start_hold after this process starts: notices given by an
+        # earlier run of this replica died with its memory.
+        self.outage_until = outage_until
+        self._started_hold_until = time.monotonic() + start_hold
+        self.holding = False
         self.ring_members: list[str] = [host]
         self._ring = hashring.HashRing(self.ring_members)
         # Database time at the start of the last pass: that pass judged every
@@ -88,6 +99,10 @@ class HealthMonitor:
         self._update_ring()
         agents = self.db.agent_health()
         mine = [a["id"] for a in agents if self.owns(a["id"])]
+        if self._outage_hold():
+            self.fail_over_dead_agents([a["id"] for a in agents
+                                        if a["fenced_at"] is not None and a["id"] in mine])
+            return
         if self._breaker(agents):
             # Confirmed fences stay safe to act on: those routers are gone.
             self.fail_over_dead_agents([a["id"] for a in agents
@@ -100,6 +115,21 @@ class HealthMonitor:
                         self.agent_down_time)
         self.fail_over_dead_agents(mine)
         self.retry_unfinished()
+
+    def _outage_hold(self) -> bool:
+        """True while nothing may be moved, or declared dead, by silence."""
+        until = max(self.outage_until(), self._started_hold_until)
+        held = time.monotonic() < until
+        if held and not self.holding:
+            LOG.warning("health monitor of %s holds every failover by silence for "
+                        "%.1fs: %s", self.host, until - time.monotonic(),
+                        "its lease receiver told nodes the database is unavailable"
+                        if self.outage_until() >= self._started_hold_until
+                        else "it has just started")
+        elif self.holding and not held:
+            LOG.warning("health monitor of %s resumes failovers by silence", self.host)
+        self.holding = held
+        return held
 
     def _update_ring(self) -> None:
         live = self.db.live_services(BINARY, self.replica_down_time)

@@ -42,7 +42,8 @@ GRACEFUL_SHUTDOWN_TIMEOUT = 15  # seconds for workers to stop on SIGTERM
 class SchedulerWorker(cotyledon.Service):
     name = "clouddisco-scheduler: placement and health monitor"
 
-    def __init__(self, worker_id: int, conf: cfg.ConfigOpts) -> None:
+    def __init__(self, worker_id: int, conf: cfg.ConfigOpts,
+                 outage: udp.OutageClock | None = None) -> None:
         super().__init__(worker_id)
         self.conf = conf
         self.host = conf.host
@@ -56,7 +57,9 @@ class SchedulerWorker(cotyledon.Service):
             check_interval=conf.health.check_interval,
             pending_retry_time=conf.health.pending_retry_time,
             replica_down_time=conf.scheduler.replica_down_time,
-            max_dead_fraction=conf.health.max_dead_fraction)
+            max_dead_fraction=conf.health.max_dead_fraction,
+            outage_until=outage.until if outage is not None else lambda: 0.0,
+            start_hold=conf.health.agent_down_time if outage is not None else 0.0)
         self.server = rpc.get_server(
             transport, rpc.SCHEDULER_TOPIC,
             [endpoints.SchedulerEndpoint(self.db, self.dispatcher, self.monitor,
@@ -120,12 +123,15 @@ class ReportWorker(cotyledon.Service):
 class UdpLeaseWorker(cotyledon.Service):
     name = "clouddisco-scheduler: state reports over UDP"
 
-    def __init__(self, worker_id: int, conf: cfg.ConfigOpts) -> None:
+    def __init__(self, worker_id: int, conf: cfg.ConfigOpts,
+                 outage: udp.OutageClock) -> None:
         super().__init__(worker_id)
         self.conf = conf
         h = conf.health
         self.receiver = udp.UdpLeaseReceiver(db_api.Database.from_conf(conf), h.report_key,
-                                             h.lease_time, h.udp_bind_host, h.udp_port)
+                                             h.lease_time, h.udp_bind_host, h.udp_port,
+                                             replica=conf.host, outage=outage,
+                                             agent_down_time=h.agent_down_time)
 
     def run(self) -> None:
         self.receiver.start()
@@ -145,7 +151,10 @@ def serve(conf: cfg.ConfigOpts) -> None:
     # its process group; each worker's reload() reloads rather than exits.
     manager.register_hooks(on_reload=lambda: launch.reload_config(conf))
     manager.add(ReportWorker, workers=conf.scheduler.report_workers, args=(conf,))
-    manager.add(SchedulerWorker, workers=1, args=(conf,))
-    if conf.health.report_key and conf.health.udp_port:
-        manager.add(UdpLeaseWorker, workers=1, args=(conf,))
+    udp_receiver = bool(conf.health.report_key and conf.health.udp_port)
+    # Shared by the lease receiver and the health monitor (forked workers).
+    outage = udp.OutageClock() if udp_receiver else None
+    manager.add(SchedulerWorker, workers=1, args=(conf, outage))
+    if udp_receiver:
+        manager.add(UdpLeaseWorker, workers=1, args=(conf, outage))
     manager.run()

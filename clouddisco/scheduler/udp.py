@@ -25,6 +25,8 @@ arrival, ``SO_TIMESTAMPNS``, so no clock of the agent's is involved).
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
 import select
 import socket
 import struct
@@ -55,22 +57,53 @@ LINGER = 0.02
 RCVBUF = 4 * 1024 * 1024
 # How often the counters of dropped datagrams are logged, when there are any.
 COUNT_LOG_INTERVAL = 30.0
+# Seconds a batch's database write may take before the receiver counts the
+# database as unavailable (a stall: Galera flow control, a held lock, a
+# dead server behind a silent network) and answers with an outage notice.
+WRITE_DEADLINE = 0.3
+
+
+class OutageClock:
+    """Until when (CLOCK_MONOTONIC, system-wide) this replica's health
+    monitor must move nothing by silence: the receiver extends it before it
+    sends an outage notice, the monitor reads it before every pass. Shared
+    memory made by the cotyledon master before it forks the workers."""
+
+    def __init__(self) -> None:
+        self._until = multiprocessing.Value("d", 0.0)
+
+    def extend(self, until: float) -> None:
+        with self._until.get_lock():
+            self._until.value = max(self._until.value, until)
+
+    def until(self) -> float:
+        return self._until.value
 
 
 class UdpLeaseReceiver:
     """Receives, checks, writes and answers state reports sent over UDP."""
 
     def __init__(self, db: Any, key: str, lease_time: float, bind_host: str,
-                 port: int) -> None:
+                 port: int, *, replica: str = "", outage: OutageClock | None = None,
+                 agent_down_time: float = 3.0) -> None:
         self.db = db
         self.key = key.encode()
         self.lease_time = lease_time
+        # With an OutageClock, a report the database cannot take is answered
+        # with an outage notice (see answer_outage); without one, not at all.
+        self.replica = replica
+        self.outage = outage
+        self.agent_down_time = agent_down_time
+        # Database calls run here, so that a stalled database delays no
+        # answer by more than WRITE_DEADLINE.
+        self._writer = concurrent.futures.ThreadPoolExecutor(
+            2, thread_name_prefix="lease-write")
         self.sock = self._bind(bind_host, port)
         self.address = self.sock.getsockname()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.counts = {"received": 0, "renewed": 0, "refused": 0, "bad": 0, "registered": 0,
-                       "expired": 0, "write_failed": 0, "batches": 0}
+                       "expired": 0, "write_failed": 0, "batches": 0, "outage": 0}
         self._logged_counts = dict(self.counts)
         self._next_count_log = time.monotonic() + COUNT_LOG_INTERVAL
 
@@ -101,6 +134,7 @@ class UdpLeaseReceiver:
         if self._thread is not None:
             self._thread.join(5)
         self.sock.close()
+        self._writer.shutdown(wait=False, cancel_futures=True)
 
     def serve(self) -> None:
         while not self._stop.is_set():
@@ -169,17 +203,18 @@ class UdpLeaseReceiver:
         if not reports:
             return len(registrations)
         try:
-            renewed = self.db.record_heartbeats(
-                [(p["host"], p["state"]["lease_generation"],
-                  heartbeat.guard_status(p["host"], p["state"].get("guard"),
-                                         p["state"].get("kernel_lease") is True))
-                 for p, _ in reports])
+            renewed = self._write(self.db.record_heartbeats, [
+                (p["host"], p["state"]["lease_generation"],
+                 heartbeat.guard_status(p["host"], p["state"].get("guard"),
+                                        p["state"].get("kernel_lease") is True))
+                for p, _ in reports])
         except Exception as exc:
-            # No answer: the agent's hedges (RPC, HTTP) are already on their way,
-            # and its lease must not be renewed by a report nobody stored.
+            # No renewal: nobody stored these reports. The agent's hedges
+            # (RPC, HTTP) are already on their way.
             self.counts["write_failed"] += len(reports)
             LOG.warning("lease receiver: could not store %d state report(s): %s",
-                        len(reports), exc)
+                        len(reports), exc or type(exc).__name__)
+            self.answer_outage(reports)
             return len(registrations)
         self.counts["batches"] += 1
         for payload, address in reports:
@@ -202,9 +237,9 @@ class UdpLeaseReceiver:
         row); retried ones carry the same registration id and bump nothing."""
         r = payload["register"]
         try:
-            answer = endpoints.register(self.db, self.lease_time, r["host"],
-                                        r["namespace_prefix"], r.get("agent_type", "l3"),
-                                        r.get("registration_id"))
+            answer = self._write(endpoints.register, self.db, self.lease_time, r["host"],
+                                 r["namespace_prefix"], r.get("agent_type", "l3"),
+                                 r.get("registration_id"))
         except Exception as exc:
             # No answer: the agent retries (same registration id) or falls
             # back to RPC.
@@ -213,6 +248,39 @@ class UdpLeaseReceiver:
             return
         self.counts["registered"] += 1
         self._answer(dict(answer, nonce=payload["nonce"]), address)
+
+    def _write(self, call: Any, *args: Any) -> Any:
+        """``call(*args)`` on a writer thread; TimeoutError after WRITE_DEADLINE
+        (the call may still finish later: a late heartbeat only makes the
+        agent look alive for longer, which is the safe direction)."""
+        future = self._writer.submit(call, *args)
+        try:
+            return future.result(timeout=WRITE_DEADLINE)
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # not started yet: never run it
+            raise TimeoutError(f"database write took longer than {WRITE_DEADLINE}s") \
+                from None
+
+    def answer_outage(self, reports: list[tuple[dict, Any]]) -> None:
+        """Tell each sender that this replica cannot reach the database.
+
+        An agent that gets such a notice from *every* scheduler replica for
+        one report, sent while its lease was valid, may renew its lease with
+        it (clouddisco.heartbeat.UdpReporter, clouddisco.agent.reporter): a
+        database outage then fences nothing. In exchange this replica's
+        health monitor moves nothing by silence until ``agent_down_time``
+        after the last notice (OutageClock): by then a node renewed so has
+        either reported again or silenced its routers, kernel lifetimes
+        included. The clock is extended *before* the notices go out.
+        """
+        if self.outage is None or not reports:
+            return
+        self.outage.extend(time.monotonic() + self.agent_down_time)
+        self.counts["outage"] += len(reports)
+        for payload, address in reports:
+            self._answer({"outage": True, "replica": self.replica,
+                          "lease_time": self.lease_time, "nonce": payload["nonce"]},
+                         address)
 
     def _answer(self, answer: dict, address: Any) -> None:
         try:

@@ -468,3 +468,48 @@ class ClockSkewTest(MonitorTestBase):
         self.assertEqual([], self.db.list_failover_events())
         self.assertEqual({"a": True, "b": True, "c": True},
                          {a["host"]: a["alive"] for a in self.db.list_agents(2.5)})
+
+
+class OutageHoldTest(MonitorTestBase):
+    """While this replica's lease receiver may have told nodes the database
+    is unavailable (they then keep serving on that), nothing moves by silence."""
+
+    def test_no_failover_by_silence_while_held_then_as_usual(self):
+        import time as time_mod
+        until = [time_mod.monotonic() + 60]
+        self.monitor = monitor.HealthMonitor(
+            self.db, self.dispatcher, host="sched-1", agent_down_time=DOWN,
+            check_interval=0.1, pending_retry_time=10, outage_until=lambda: until[0])
+        self.register("a", "b", "c")
+        ids = self.place(6)
+        self.age_heartbeat("a", DOWN + 1)
+        self.monitor.run_once()
+        self.assertIn("a", set(self.hosts_of(ids).values()))
+        self.assertIsNone(next(a for a in self.db.agent_health()
+                               if a["host"] == "a")["dead_since"],
+                          "declared dead while held: its reports would be refused")
+        until[0] = 0.0
+        self.monitor.run_once()
+        self.assertNotIn("a", set(self.hosts_of(ids).values()))
+
+    def test_a_confirmed_fence_still_moves_while_held(self):
+        import time as time_mod
+        self.monitor = monitor.HealthMonitor(
+            self.db, self.dispatcher, host="sched-1", agent_down_time=DOWN,
+            check_interval=0.1, pending_retry_time=10,
+            outage_until=lambda: time_mod.monotonic() + 60)
+        self.register("a", "b", "c")
+        ids = self.place(6)
+        self.db.fence_agent("a", 1)
+        self.monitor.run_once()
+        self.assertNotIn("a", set(self.hosts_of(ids).values()))
+
+    def test_a_new_monitor_holds_for_start_hold(self):
+        self.monitor = monitor.HealthMonitor(
+            self.db, self.dispatcher, host="sched-1", agent_down_time=DOWN,
+            check_interval=0.1, pending_retry_time=10, start_hold=60)
+        self.register("a", "b", "c")
+        ids = self.place(6)
+        self.age_heartbeat("a", DOWN + 1)
+        self.monitor.run_once()
+        self.assertIn("a", set(self.hosts_of(ids).values()))
