@@ -218,12 +218,20 @@ class UdpReporter:
             "registration_id": registration_id}}, timeout)
 
     def _exchange(self, host: str, payload: dict, timeout: float) -> dict:
+        """Send to the host's first replica, hedge to the next ones; return
+        the first answer to this nonce. An outage notice ("outage": true) is
+        no answer on its own: the report then goes to every replica at once,
+        and only if *every* replica answers with one is the result an outage
+        answer (``{"outage": True, "lease_time": ..., "replicas": [...]}``),
+        which the reporter may renew a still valid lease with."""
         nonce = os.urandom(8).hex()
         datagram = pack(self.key, dict(payload, nonce=nonce, wait=round(timeout, 3)))
         addresses = self._addresses(host)
         if not addresses:
             raise ConnectionError("no UDP report endpoint resolves")
         sockets = {}
+        outages: dict[Any, dict] = {}  # endpoint address -> its outage notice
+        refused = 0
         deadline = time.monotonic() + timeout
         step = max(timeout * self.hedge, 0.01)
         try:
@@ -231,7 +239,7 @@ class UdpReporter:
             next_send = time.monotonic()
             while True:
                 now = time.monotonic()
-                if pending and now >= next_send:
+                while pending and now >= next_send:
                     family, address = pending.pop(0)
                     sock = sockets.get(family)
                     if sock is None:
@@ -239,8 +247,8 @@ class UdpReporter:
                     try:
                         sock.sendto(datagram, address)
                     except OSError:
-                        pass  # unreachable now: the next endpoint goes at once
-                    else:
+                        continue  # unreachable now: the next endpoint goes at once
+                    if not outages:
                         next_send = now + step
                 left = deadline - now
                 if left <= 0:
@@ -249,15 +257,37 @@ class UdpReporter:
                 ready, _, _ = select.select(list(sockets.values()), [], [], wait)
                 for sock in ready:
                     try:
-                        data = sock.recv(UDP_MAX)
+                        data, source = sock.recvfrom(UDP_MAX)
+                    except ConnectionRefusedError:
+                        # ICMP port unreachable: a replica not listening (yet).
+                        refused += 1
+                        if refused >= len(addresses):
+                            raise ConnectionRefusedError(
+                                "no scheduler replica listens for UDP reports") from None
+                        next_send = now  # the next replica at once
+                        continue
                     except OSError:
-                        continue  # e.g. ICMP port unreachable from a dead replica
+                        continue
                     reply = unpack(self.key, data)
-                    if reply is not None and reply.get("nonce") == nonce:
-                        reply.pop("nonce")
+                    if reply is None or reply.get("nonce") != nonce:
+                        continue
+                    reply.pop("nonce")
+                    if reply.get("outage") is not True:
                         return reply
+                    if source[:2] in {a[1][:2] for a in addresses}:
+                        outages[source[:2]] = reply
+                        next_send = now  # ask every other replica at once
+                if len(outages) == len(addresses):
+                    return {"outage": True,
+                            "lease_time": min(float(o.get("lease_time", 0)) for o in
+                                              outages.values()),
+                            "replicas": sorted(str(o.get("replica")) for o in
+                                               outages.values())}
         finally:
             for sock in sockets.values():
                 sock.close()
+        if outages:
+            raise TimeoutError(f"database outage notices from {len(outages)} of "
+                               f"{len(addresses)} scheduler replica(s) only")
         raise TimeoutError(f"no UDP answer within {timeout:.2f}s from "
                            f"{len(addresses)} endpoint(s)")

@@ -44,7 +44,8 @@ class StateReporter:
                  state: Callable[[], dict],
                  on_tick: Callable[[], None] = lambda: None,
                  http: heartbeat.HttpReporter | None = None,
-                 udp: heartbeat.UdpReporter | None = None) -> None:
+                 udp: heartbeat.UdpReporter | None = None,
+                 outage_accept: float = 0.0) -> None:
         self.host = host
         self.namespace_prefix = namespace_prefix
         self.scheduler = scheduler
@@ -68,6 +69,13 @@ class StateReporter:
         # whether that was a fallback rather than the first path.
         self.answered_by: str | None = None
         self._over_fallback = False
+        # How late after sending an outage answer (every scheduler replica
+        # says the database is unavailable) may still renew the lease: the
+        # control plane cannot have declared this agent dead before
+        # lease_time + this has passed since its last renewal (see
+        # _outage_renewal_allowed). 0: never renew on outage answers.
+        self.outage_accept = outage_accept
+        self._in_outage = False
         # RPC and HTTP attempts of one report run side by side (hedging).
         self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="report")
         # The loop keeps a fixed cadence on the monotonic clock, whatever a
@@ -82,7 +90,15 @@ class StateReporter:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _step(self) -> float:
+        registered = self.agent_id is not None
         self.report_once()
+        if not registered and self.agent_id is not None:
+            # The registration's lease runs from when it was *sent*; after a
+            # slow registration it may be about to end. Report at once rather
+            # than an interval later, or the node guard fences the new
+            # generation before it built anything (and the agent registers
+            # again, and again, while the control plane is slow).
+            self.report_once()
         self.on_tick()  # e.g. the systemd watchdog: this thread is alive
         return self.interval
 
@@ -152,6 +168,13 @@ class StateReporter:
                     return False
                 if self.generation != generation:
                     return False  # fenced meanwhile: this ack renews nothing
+                if reply.get("outage") and not self._outage_renewal_allowed(
+                        generation, sent, reply):
+                    return False
+                if not reply.get("outage") and self._in_outage:
+                    LOG.warning("the database takes state reports again; lease of %s "
+                                "renewed normally", self.host)
+                    self._in_outage = False
                 self._renew(generation, sent, reply.get("lease_time"))
                 if self._over_fallback:
                     # The lease holds, but casts may be lost while the first
@@ -171,6 +194,37 @@ class StateReporter:
             self._connected = True
             # Casts may have been lost while we could not reach the broker.
             self.on_connected()
+        return True
+
+    def _outage_renewal_allowed(self, generation: int, sent: float, reply: dict) -> bool:
+        """An outage answer renews only a lease that was still valid when the
+        report was sent, and only if it came back within outage_accept.
+
+        Why that is safe: the lease valid at ``sent`` was renewed by a report
+        the database stored (or by an earlier outage answer, by induction)
+        less than lease_time before ``sent``. The control plane declares an
+        agent dead only after agent_down_time of silence, so not before
+        ``sent + agent_down_time - lease_time``: an answer back by then
+        cannot belong to an agent that is dead (its routers moved). And
+        every replica that said "outage" holds its failovers by silence for
+        agent_down_time after saying it (clouddisco.scheduler.udp).
+        """
+        current = lease.read(self.state_dir, self.host, lease.AGENT)
+        late = time.monotonic() - sent
+        if current.generation != generation or not current.valid(sent) \
+                or late > self.outage_accept:
+            why = (f"it came {late:.2f}s after the report (at most "
+                   f"{self.outage_accept:.2f}s)" if late > self.outage_accept
+                   else "the lease had already run out when the report was sent")
+            LOG.warning("outage answer from %s not used: %s",
+                        ", ".join(reply.get("replicas", [])), why)
+            return False
+        if not self._in_outage:
+            LOG.warning("the database is unavailable to every scheduler replica (%s): "
+                        "the lease of %s is renewed on their outage answers, and no "
+                        "failover by silence happens meanwhile", ", ".join(
+                            reply.get("replicas", [])), self.host)
+            self._in_outage = True
         return True
 
     def _paths(self) -> list[tuple[str, Callable[[str, dict, float], dict]]]:

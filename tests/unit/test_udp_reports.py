@@ -342,3 +342,115 @@ class UdpRegistrationTest(base.DBTestCase):
         self.assertEqual([], calls, "RPC was tried although UDP answered at once")
         self.assertTrue(rep.report_once())
         self.assertEqual("udp", rep.answered_by)
+
+
+class OutageNoticeTest(base.DBTestCase):
+    """The database cannot take the reports: each replica says so, and only
+    a notice from every replica renews a lease."""
+
+    def receiver(self, write):
+        clock = udp.OutageClock()
+        receiver = udp.UdpLeaseReceiver(self.db, KEY, 2.0, "127.0.0.1", 0,
+                                        replica=f"r{len(self.receivers)}", outage=clock,
+                                        agent_down_time=3.0)
+        self.addCleanup(receiver.stop)
+        self.useFixture(fixtures.MockPatchObject(receiver, "db")).mock \
+            .record_heartbeats.side_effect = write
+        receiver.start()
+        self.receivers.append(receiver)
+        return receiver, clock
+
+    def setUp(self):
+        super().setUp()
+        self.receivers = []
+
+    def endpoint(self, receiver):
+        return f"127.0.0.1:{receiver.address[1]}"
+
+    def test_every_replica_down_gives_an_outage_answer_and_holds_the_monitor(self):
+        def fail(reports):
+            raise RuntimeError("database gone")
+        (one, clock1), (two, clock2) = self.receiver(fail), self.receiver(fail)
+        before = time.monotonic()
+        reply = heartbeat.UdpReporter([self.endpoint(one), self.endpoint(two)], KEY).report(
+            "node-1", {"lease_generation": 1}, 1.0)
+        self.assertEqual({"outage": True, "lease_time": 2.0, "replicas": ["r0", "r1"]}, reply)
+        for clock in (clock1, clock2):
+            self.assertGreaterEqual(clock.until(), before + 3.0,
+                                    "the monitor's hold must cover agent_down_time")
+
+    def test_a_stalled_write_is_an_outage(self):
+        started = time.monotonic()
+        receiver, clock = self.receiver(lambda reports: time.sleep(2))
+        reply = heartbeat.UdpReporter([self.endpoint(receiver)], KEY).report(
+            "node-1", {"lease_generation": 1}, 1.0)
+        self.assertTrue(reply["outage"])
+        self.assertLess(time.monotonic() - started, 1.0)
+
+    def test_one_replica_that_can_write_wins(self):
+        def fail(reports):
+            raise RuntimeError("database gone")
+        down, _ = self.receiver(fail)
+        up, up_clock = self.receiver(lambda reports: {(h, g) for h, g, _ in reports})
+        reply = heartbeat.UdpReporter([self.endpoint(down), self.endpoint(up)], KEY).report(
+            "node-1", {"lease_generation": 1}, 1.0)
+        self.assertEqual({"registered": True, "lease_generation": 1, "lease_time": 2.0},
+                         reply)
+        self.assertEqual(0.0, up_clock.until())
+
+    def test_notices_from_some_replicas_only_renew_nothing(self):
+        def fail(reports):
+            raise RuntimeError("database gone")
+        down, _ = self.receiver(fail)
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        silent.bind(("127.0.0.1", 0))
+        self.addCleanup(silent.close)
+        with testtools.ExpectedException(TimeoutError, ".*outage notices from 1 of 2.*"):
+            heartbeat.UdpReporter([self.endpoint(down),
+                                   f"127.0.0.1:{silent.getsockname()[1]}"], KEY).report(
+                "node-1", {"lease_generation": 1}, 0.5)
+
+
+class OutageRenewalTest(testtools.TestCase):
+    """The agent renews on an outage answer only a lease valid when the
+    report was sent, and only if the answer came back in time."""
+
+    def setUp(self):
+        super().setUp()
+        self.state_dir = self.useFixture(fixtures.TempDir()).path
+        self.answer = {"outage": True, "lease_time": 2.0, "replicas": ["r0"]}
+        outer = self
+
+        class Outage:
+            def register(self_, host, prefix, timeout=None, registration_id=None):
+                return {"agent_id": "a1", "lease_generation": 1, "lease_time": 2.0}
+
+            def report_state(self_, host, state, timeout):
+                return dict(outer.answer)
+
+        self.rep = reporter.StateReporter("node-1", "qr-", Outage(), interval=1.0,
+                                          state_dir=self.state_dir, on_connected=lambda: None,
+                                          state=lambda: {}, outage_accept=0.75)
+        self.addCleanup(self.rep.stop)
+        self.assertTrue(self.rep.report_once())  # registered: lease generation 1
+
+    def expires(self):
+        return lease.read(self.state_dir, "node-1", lease.AGENT).expires
+
+    def test_valid_lease_is_renewed(self):
+        before = self.expires()
+        self.assertTrue(self.rep.report_once())
+        self.assertGreater(self.expires(), before)
+
+    def test_expired_lease_is_not(self):
+        current = lease.read(self.state_dir, "node-1", lease.AGENT)
+        current.expires = time.monotonic() - 0.1
+        lease.write(self.state_dir, current, lease.AGENT)
+        self.assertFalse(self.rep.report_once())
+        self.assertLess(self.expires(), time.monotonic())
+
+    def test_late_answer_is_not(self):
+        self.rep.outage_accept = 0.0
+        before = self.expires()
+        self.assertFalse(self.rep.report_once())
+        self.assertEqual(before, self.expires())
