@@ -5,6 +5,7 @@ import time
 
 import webob
 import webob.exc
+from oslo_db import exception as db_exc
 from oslo_log import log as logging
 
 from clouddisco import exceptions
@@ -57,6 +58,13 @@ class FaultWrapper:
             resp = req.get_response(self.app)
         except HTTPError as exc:
             resp = error_response(req, exc.status, exc.message, exc.field, exc.headers)
+        except db_exc.DBConnectionError as exc:
+            # The database is down or unreachable: the request may succeed
+            # later; nothing was done.
+            LOG.warning("%s %s: database unavailable: %s", req.method, req.path,
+                        str(exc).splitlines()[0][:200])
+            resp = error_response(req, 503, "the database is unavailable; nothing was "
+                                  "changed, try again later", headers={"Retry-After": "5"})
         except exceptions.ClouddiscoError as exc:
             status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 500)
             resp = error_response(req, status, str(exc), getattr(exc, "field", None))

@@ -2,6 +2,7 @@
 
 import json
 
+import testtools
 import webob
 
 from clouddisco.api import app as api_app
@@ -219,3 +220,24 @@ class APITest(base.DBTestCase):
         resp = self.request("GET", "/v1/routers")
         self.assertError(resp, 500, contains="request id")
         self.assertNotIn("secret", resp.text)
+
+
+class DatabaseDownTest(testtools.TestCase):
+    """Nothing listens where the database should be: 503, not 500."""
+
+    def test_requests_get_503_with_retry_after(self):
+        from clouddisco.db import api as db_api
+        conf = base.make_conf()
+        db = db_api.Database("mysql+pymysql://nobody@127.0.0.1:1/clouddisco",
+                             max_retries=0)
+        app = api_app.deploy(conf, db=db, scheduler=base.RecordingSchedulerAPI())
+        for method, path, body in (("GET", "/v1/routers", None),
+                                   ("POST", "/v1/routers", {"name": "r"})):
+            req = webob.Request.blank(path, method=method, headers=ADMIN)
+            if body is not None:
+                req.body = json.dumps(body).encode()
+                req.content_type = "application/json"
+            resp = req.get_response(app)
+            self.assertEqual(503, resp.status_int, resp.text)
+            self.assertEqual("5", resp.headers["Retry-After"])
+            self.assertIn("database is unavailable", resp.json["error"]["message"])
