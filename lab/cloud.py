@@ -122,7 +122,7 @@ class Cloud(fixtures.Fixture):
                  max_dead_fraction: float = 0.5, proxied_agents: tuple[str, ...] = (),
                  proxied_schedulers: tuple[int, ...] = (), debug: bool = False,
                  http_reports: bool = True, udp_reports: bool = False,
-                 kernel_lease: bool = True) -> None:
+                 kernel_lease: bool = True, db_proxy: bool = False) -> None:
         super().__init__()
         self.agent_names = list(agents)
         self.external_transport_url = transport_url
@@ -143,6 +143,9 @@ class Cloud(fixtures.Fixture):
         # Gateway addresses carry a kernel lifetime renewed with the lease
         # ([agent] kernel_lease, the product's default).
         self.kernel_lease = kernel_lease
+        # Every process reaches the database through a TcpProxy that a test
+        # can cut (cut_db): a database outage or stall, for all replicas.
+        self.db_proxy = db_proxy
         # Processes that reach RabbitMQ through a TcpProxy a test can cut
         # (agents by name, schedulers by number); the agent's node guard uses
         # its agent's proxy, as it would share the node's network.
@@ -159,6 +162,13 @@ class Cloud(fixtures.Fixture):
         self.tmp = self.useFixture(fixtures.TempDir()).path
         self.db = netlab.TempDatabase()
         self.addCleanup(self.db.drop)
+        self.db_url = self.db.url
+        if self.db_proxy:
+            proxy = tcpproxy.TcpProxy(self.db.host, self.db.port).start()
+            self.addCleanup(proxy.close)
+            self.proxies["database"] = proxy
+            self.db_url = self.db.url.replace(f"@{self.db.host}:{self.db.port}/",
+                                              f"@127.0.0.1:{proxy.port}/")
         self.transport_url = self.external_transport_url or self._make_vhost()
         self.bridge = netlab.Bridge()
         self.addCleanup(self.bridge.delete)
@@ -245,6 +255,14 @@ class Cloud(fixtures.Fixture):
                 *(f"agent-{name}-udp-{n}" for n in self.udp_ports)]
         return [self.proxies[k] for k in keys if k in self.proxies]
 
+    def cut_db(self, mode: str = "reset") -> None:
+        """The database unreachable for every process (``db_proxy=True``):
+        "reset" refuses connections, "drop" stalls them."""
+        self.proxies["database"].cut(mode)
+
+    def restore_db(self) -> None:
+        self.proxies["database"].restore()
+
     def cut_off(self, name: str, mode: str = "reset") -> None:
         """Cut a proxied agent's node off from the whole control plane."""
         for link in self._node_links(name):
@@ -283,7 +301,7 @@ host = {host}
 transport_url = {transport_url or self.transport_url}
 debug = {self.debug}
 [database]
-connection = {self.db.url}
+connection = {self.db_url}
 [api]
 bind_host = 127.0.0.1
 bind_port = {self.api_port}

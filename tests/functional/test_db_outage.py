@@ -1,0 +1,137 @@
+"""A database outage must not reach the data plane either.
+
+A 3-agent cloud whose every process reaches MariaDB through a proxy that the
+test cuts, agents reporting over UDP first (``[agent] report_udp_endpoints``),
+a 20 ms ping and the invariant sampler. While the database is unreachable
+no report can be stored; the scheduler's lease receiver then answers with an
+outage notice, the agents renew their leases on those (every replica must
+say so, and only a lease still valid may be renewed), and the monitors move
+nothing by silence until agent_down_time after the last notice.
+
+Without outage notices (RPC and HTTP reports only: the same tests with the
+receiver's notices switched off) every node fences itself within lease_time
+and every router goes dark for the rest of the outage.
+"""
+
+import time
+
+import requests
+
+from lab import invariants
+from lab import netlab
+from tests.functional import cloud as cloud_mod
+
+OUTAGE = 10.0  # seconds: the issue's target, far past lease_time and agent_down_time
+
+
+@netlab.skip_unless_root
+class DatabaseOutageTest(cloud_mod.CloudTestCase):
+
+    def build(self):
+        cloud = self.make_cloud(agents=("a", "b", "c"), proxied_agents=("a", "b", "c"),
+                                udp_reports=True, db_proxy=True)
+        sampler = invariants.InvariantSampler(cloud.token + "-").start()
+        self.addCleanup(sampler.stop)
+        routers = [cloud.wait_router(cloud.create_router(f"r{i}")["id"]) for i in range(3)]
+        # The scheduler holds failovers for agent_down_time after it starts.
+        time.sleep(cloud.agent_down_time)
+        return cloud, sampler, routers
+
+    def fences(self, cloud):
+        return {name: open(cloud.guard(name).log_path).read().count("fencing ")
+                for name in cloud.agent_names}
+
+    def api_statuses(self, cloud, seconds):
+        """GET /v1/routers through the outage: status codes and durations."""
+        seen = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            started = time.monotonic()
+            try:
+                code = requests.get(cloud.api_url + "/v1/routers",
+                                    headers=cloud_mod.ADMIN_HEADERS, timeout=30).status_code
+            except requests.RequestException as exc:
+                code = type(exc).__name__
+            seen.append((code, time.monotonic() - started))
+            time.sleep(0.5)
+        return seen
+
+    def through_outage(self, cloud, routers, mode):
+        with netlab.Pinger(cloud.probe, routers[0]["external_gateway_ip"]) as pinger:
+            netlab.wait_for(lambda: len(pinger.replies()) > 5, 10, what="pings")
+            started = time.time()
+            self.fences_before = self.fences(cloud)
+            cloud.cut_db(mode)
+            statuses = self.api_statuses(cloud, OUTAGE)
+            cloud.restore_db()
+            netlab.wait_for(lambda: cloud.alive_hosts() >= {cloud.host(n) for n in
+                                                             cloud.agent_names},
+                            60, 0.5, "every agent to report again")
+            time.sleep(cloud.agent_down_time + 1)  # long enough for any wrong move
+            return pinger.max_gap(after=started - 0.05), statuses
+
+    def assert_untouched(self, cloud, sampler, routers, gap):
+        self.assertEqual(self.fences_before, self.fences(cloud),
+                         "a node fenced itself during a database outage")
+        for r in routers:
+            now = cloud.router(r["id"])
+            self.assertEqual(r["agent_host"], now["agent_host"], "a router moved")
+            self.assertEqual("ACTIVE", now["status"])
+            self.assertEqual([], cloud.events(r["id"]))
+            self.assertTrue(cloud.probe.ping_once(r["external_gateway_ip"]))
+        self.assertLess(gap, 0.5, "the data plane went dark during a database outage")
+        sampler.assert_no_double_active()
+        sampler.assert_each_has_one_copy([r["external_gateway_ip"] for r in routers])
+
+    def assert_api_unavailable_not_broken(self, statuses):
+        codes = {code for code, _ in statuses}
+        self.assertTrue(codes, "no request was made during the outage")
+        self.assertFalse(codes & {500, "ConnectionError", "ReadTimeout"},
+                         f"the API answered {statuses} during the outage")
+        self.assertIn(503, codes, f"the API answered {statuses} during the outage")
+
+    def test_database_unreachable_fences_moves_and_darkens_nothing(self):
+        cloud, sampler, routers = self.build()
+        gap, statuses = self.through_outage(cloud, routers, "reset")
+        self.assert_untouched(cloud, sampler, routers, gap)
+        self.assert_api_unavailable_not_broken(statuses)
+        # The database is back: a router created now is placed and served.
+        fresh = cloud.wait_router(cloud.create_router("after")["id"], timeout=60)
+        self.assertTrue(netlab.wait_for(
+            lambda: cloud.probe.ping_once(fresh["external_gateway_ip"]), 30,
+            what="the new router to answer"))
+
+    def test_database_stalled_fences_moves_and_darkens_nothing(self):
+        """Connections hang rather than fail: the receiver's write deadline
+        turns the stall into outage notices."""
+        cloud, sampler, routers = self.build()
+        gap, _ = self.through_outage(cloud, routers, "drop")
+        self.assert_untouched(cloud, sampler, routers, gap)
+
+    def test_node_cut_off_during_a_database_outage_still_fences_and_moves(self):
+        """Outage notices renew only what reaches every replica: a node cut
+        off from the control plane fences within lease_time as always, and
+        its routers move once the database is back, with no second copy."""
+        cloud, sampler, routers = self.build()
+        victim = cloud.agent_of(routers[0])
+        before = self.fences(cloud)
+        cloud.cut_db("reset")
+        time.sleep(1.0)
+        cloud.cut_off(victim)
+        netlab.wait_for(lambda: self.fences(cloud)[victim] > before[victim], 15,
+                        what=f"{victim} to fence itself")
+        time.sleep(OUTAGE - 1.0)
+        self.assertEqual({a: n for a, n in before.items() if a != victim},
+                         {a: n for a, n in self.fences(cloud).items() if a != victim},
+                         "a node that was not cut off fenced itself")
+        cloud.restore_db()
+        old_host = cloud.host(victim)
+
+        def moved():
+            now = cloud.router(routers[0]["id"])
+            return (now and now["status"] == "ACTIVE" and now["agent_host"] != old_host
+                    and cloud.probe.ping_once(routers[0]["external_gateway_ip"]))
+        netlab.wait_for(moved, 60, 0.5, "the cut-off node's router to serve elsewhere")
+        sampler.assert_no_double_active()
+        sampler.assert_each_has_one_copy([r["external_gateway_ip"] for r in routers])
+        cloud.reconnect(victim)
