@@ -42,6 +42,7 @@ LOG = logging.getLogger(__name__)
 KERNEL_LATE = 0.25  # seconds the kernel may remove an expired address late
 MARGIN = 0.2  # seconds the address is gone before the routers may move
 POLL = 0.05  # seconds between looks at the lease files and the namespaces
+LOCK_WAIT = 0.5  # seconds a renewal waits for the node lock (a build batch)
 
 
 def valid_lft(renewed_at: float, agent_down_time: float, now: float) -> int:
@@ -78,8 +79,20 @@ class AddressLifetimeKeeper:
         return POLL
 
     def renew_once(self, now: float | None = None) -> int:
-        """Renew if due; returns how many addresses were renewed."""
-        now = time.monotonic() if now is None else now
+        """Renew if due; returns how many addresses were renewed.
+
+        Under the node lock, like builds and fences: a gateway is configured
+        in steps (address, then netmask), and a renewal that read it between
+        them named a prefix the kernel no longer matched, so the kernel
+        added the address a second time (nemesis seed 5, for one lifetime).
+        """
+        try:
+            with lease.node_lock(self.state_dir, self.host, timeout=LOCK_WAIT):
+                return self._renew_locked(time.monotonic() if now is None else now)
+        except lease.LockTimeout:
+            return 0  # a build holds it: the next poll tries again
+
+    def _renew_locked(self, now: float) -> int:
         current = lease.in_force(self.state_dir, self.host)
         if not current.valid(now) or lease.fenced(self.state_dir, self.host,
                                                    current.generation):

@@ -81,6 +81,16 @@ class KeeperTest(testtools.TestCase):
         self.keeper.renew_once(now=102.53)
         self.assertEqual([2], self.driver.renewals)
 
+    def test_never_while_a_build_or_fence_holds_the_node_lock(self):
+        """A gateway is configured in steps; a renewal between them made the
+        kernel add the address twice (nemesis seed 5)."""
+        self.renew(sent=100.0)
+        self.useFixture(fixtures.MockPatch("clouddisco.drivers.lifetimes.LOCK_WAIT", 0.05))
+        with lease.node_lock(self.state_dir, HOST):
+            self.assertEqual(0, self.keeper.renew_once(now=100.03))
+        self.assertEqual([], self.driver.renewals)
+        self.assertEqual(2, self.keeper.renew_once(now=100.05))
+
     def test_not_ok_when_a_router_was_missed(self):
         self.driver.renew_address_lifetimes = lambda valid_lft: 1
         self.renew(sent=100.0)
