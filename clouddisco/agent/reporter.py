@@ -32,6 +32,8 @@ LOG = logging.getLogger(__name__)
 
 # Share of report_interval the RPC report has before the HTTP one goes out too.
 HEDGE = 1 / 3
+# Least lease a registration's answer must leave for it to be used.
+MIN_REGISTRATION_LEASE = 0.5
 # Seconds a registration call may wait for its answer.
 REGISTER_TIMEOUT = 5.0
 # Longest wait between two failed registrations.
@@ -148,8 +150,19 @@ class StateReporter:
                 # The next registration (after a fence or refusal) is a new one.
                 self._registration_id = None
                 # The lease file first: the moment the generation is published,
-                # the worker and the enforcer judge the lease by it.
-                self._renew(generation, sent, reply.get("lease_time"))
+                # the worker and the enforcer judge the lease by it. Not when
+                # the answer took so long that the lease (counted from when
+                # the call was sent) is all but over: the node guard would
+                # fence the new generation at once, and the agent register
+                # yet again (seen in nemesis seed 5 after a scheduler outage).
+                # The report that _step sends next renews it instead.
+                left = sent + (reply.get("lease_time") or 0) - time.monotonic()
+                if left >= MIN_REGISTRATION_LEASE:
+                    self._renew(generation, sent, reply.get("lease_time"))
+                else:
+                    LOG.warning("registration of %s took %.1fs: its lease is not used; "
+                                "reporting at once for a fresh one", self.host,
+                                time.monotonic() - sent)
                 self.agent_id = reply["agent_id"]
                 self.generation = generation
                 registered_now = True

@@ -70,3 +70,36 @@ class ReporterRegistrationIdTest(testtools.TestCase):
         self.assertTrue(rep.report_once())
         self.assertNotEqual(scheduler.ids[1], scheduler.ids[2])
         self.assertTrue(all(scheduler.ids))
+
+
+class SlowRegistrationTest(testtools.TestCase):
+    """A registration answered when its lease (counted from the call) is all
+    but over must not be written: the guard would fence the new generation
+    at once and the agent register again (nemesis seed 5)."""
+
+    def test_lease_comes_from_the_next_report(self):
+        import time
+
+        from clouddisco import lease
+
+        class Slow:
+            def register(self_, host, prefix, timeout=None, registration_id=None):
+                time.sleep(1.7)  # of a 2 s lease
+                return {"agent_id": "a1", "lease_generation": 1, "lease_time": 2.0}
+
+            def report_state(self_, host, state, timeout):
+                return {"registered": True, "lease_generation": 1, "lease_time": 2.0}
+
+        state_dir = self.useFixture(fixtures.TempDir()).path
+        rep = reporter.StateReporter("node-1", "qr-", Slow(), interval=1.0,
+                                     state_dir=state_dir, on_connected=lambda: None,
+                                     state=lambda: {})
+        self.addCleanup(rep.stop)
+        rep.report_once()
+        self.assertEqual(1, rep.generation)
+        self.assertEqual(0, lease.read(state_dir, "node-1", lease.AGENT).generation,
+                         "a lease with 0.3 s left was written")
+        rep.report_once()  # what _step sends right after a registration
+        written = lease.read(state_dir, "node-1", lease.AGENT)
+        self.assertEqual(1, written.generation)
+        self.assertGreater(written.expires - time.monotonic(), 1.5)
