@@ -36,6 +36,9 @@ from clouddisco.drivers import base
 
 LOG = logging.getLogger(__name__)
 
+# Seconds between two tries of an unacknowledged fence report.
+FENCE_REPORT_RETRY = 1.0
+
 AGENT_BINARY = "clouddisco-l3-agent"
 
 
@@ -86,6 +89,8 @@ class NodeGuard:
         self._rpc = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="guard-rpc")
         self._renewal: concurrent.futures.Future | None = None
         self._fence_report: concurrent.futures.Future | None = None
+        self._fence_failures = 0
+        self._fence_retry_at = 0.0
 
     def close(self) -> None:
         self._rpc.shutdown(wait=False, cancel_futures=True)
@@ -243,8 +248,15 @@ class NodeGuard:
             try:
                 reply = future.result()
             except Exception as exc:
-                LOG.warning("could not report the fence of %s yet: %s", self.host, exc)
+                # Retried once a second; logged once per outage, not per try
+                # (a broker that refuses at once made this 20 lines a second).
+                self._fence_failures += 1
+                self._fence_retry_at = time.monotonic() + FENCE_REPORT_RETRY
+                (LOG.warning if self._fence_failures == 1 else LOG.debug)(
+                    "could not report the fence of %s yet (try %d, again every %.0fs): %s",
+                    self.host, self._fence_failures, FENCE_REPORT_RETRY, exc)
             else:
+                self._fence_failures = 0
                 LOG.info("control plane acknowledged the fence of %s (%s router(s) moved)",
                          self.host, reply.get("moved"))
                 self.unreported_fence = None
@@ -254,6 +266,8 @@ class NodeGuard:
         fenced_generation, reason = self.unreported_fence
         if generation > fenced_generation:
             self.unreported_fence = None
+            return
+        if time.monotonic() < self._fence_retry_at:
             return
         self._fence_report = self._rpc.submit(self.scheduler.host_fenced, self.host,
                                               fenced_generation, reason, self.rpc_timeout)

@@ -46,6 +46,9 @@ def spec(n):
 class NodeGuardTest(testtools.TestCase):
     def setUp(self):
         super().setUp()
+        # Fence reports are retried every tick here (once a second in service).
+        self.useFixture(fixtures.MockPatch(
+            "clouddisco.cleanup.guard.FENCE_REPORT_RETRY", 0.0))
         self.state_dir = self.useFixture(fixtures.TempDir()).path
         self.driver = fake.FakeRouterDriver("qr-", "br-ex")
         self.driver.ensure([spec(2), spec(3)])

@@ -265,6 +265,10 @@ class GuardNeverWaitsTest(testtools.TestCase):
         self.state_dir = self.useFixture(fixtures.TempDir()).path
         self.driver = fake.FakeRouterDriver("qr-", "br-ex")
         self.driver.ensure([routers.to_spec(router(n=1))])
+        # Fence reports are retried every tick here (once a second in service).
+        self.useFixture(fixtures.MockPatch(
+            "clouddisco.cleanup.guard.FENCE_REPORT_RETRY", 0.0))
+
         self.scheduler = BlockingScheduler()
         self.addCleanup(self.scheduler.unblock.set)
         self.guard = guard_mod.NodeGuard(HOST, self.driver, self.scheduler,
