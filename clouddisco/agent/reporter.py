@@ -268,16 +268,20 @@ class StateReporter:
         return reply
 
     def _register(self, timeout: float) -> dict:
-        """Register over UDP first when configured, RPC after one interval;
-        both carry the same registration id, so both answering registers
-        once."""
+        """Register over RPC, and over UDP only once RPC has failed (a broker
+        outage while the agent restarts). Both carry the same registration
+        id, so both answering registers once.
+
+        Not hedged on slowness: in a mass restart of 300 agents RPC answers
+        slowly but surely (all within 10 s), and hedging after one interval
+        sent most of them over UDP as well, doubling the work (29 s)."""
         rid = self._registration_id
         paths = [("rpc", lambda t: self.scheduler.register(self.host, self.namespace_prefix,
                                                             t, rid))]
         if self.udp is not None:
-            paths.insert(0, ("udp", lambda t: self.udp.register(
+            paths.append(("udp", lambda t: self.udp.register(
                 self.host, self.namespace_prefix, t, rid)))
-        return self._first_answer(paths, timeout, self.interval)[1]
+        return self._first_answer(paths, timeout, timeout)[1]
 
     def _first_answer(self, paths: list[tuple[str, Callable[[float], dict]]],
                       timeout: float, hedge_after: float) -> tuple[str, dict]:

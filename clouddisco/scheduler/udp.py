@@ -98,6 +98,10 @@ class UdpLeaseReceiver:
         # answer by more than WRITE_DEADLINE.
         self._writer = concurrent.futures.ThreadPoolExecutor(
             2, thread_name_prefix="lease-write")
+        # Registrations take a row lock and a commit each: on a thread of
+        # their own, answered when done, so that they never hold up reports.
+        self._registrar = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="lease-register")
         self.sock = self._bind(bind_host, port)
         self.address = self.sock.getsockname()
         self._stop = threading.Event()
@@ -135,6 +139,7 @@ class UdpLeaseReceiver:
             self._thread.join(5)
         self.sock.close()
         self._writer.shutdown(wait=False, cancel_futures=True)
+        self._registrar.shutdown(wait=False, cancel_futures=True)
 
     def serve(self) -> None:
         while not self._stop.is_set():
@@ -199,7 +204,7 @@ class UdpLeaseReceiver:
                 continue
             reports.append((payload, address))
         for payload, address in registrations:
-            self._register(payload, address)
+            self._registrar.submit(self._register, payload, address)
         if not reports:
             return len(registrations)
         try:
@@ -237,9 +242,9 @@ class UdpLeaseReceiver:
         row); retried ones carry the same registration id and bump nothing."""
         r = payload["register"]
         try:
-            answer = self._write(endpoints.register, self.db, self.lease_time, r["host"],
-                                 r["namespace_prefix"], r.get("agent_type", "l3"),
-                                 r.get("registration_id"))
+            answer = endpoints.register(self.db, self.lease_time, r["host"],
+                                        r["namespace_prefix"], r.get("agent_type", "l3"),
+                                        r.get("registration_id"))
         except Exception as exc:
             # No answer: the agent retries (same registration id) or falls
             # back to RPC.
