@@ -27,7 +27,7 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 _COLOURS = {"agent_kill": "tab:red", "agent_stop": "tab:orange", "cut_off": "tab:purple",
             "guard_kill": "tab:brown", "broker_cut": "tab:blue",
-            "scheduler_kill": "tab:cyan"}
+            "scheduler_kill": "tab:cyan", "db_cut": "tab:olive"}
 
 
 def plot(result: nemesis.Result, path: str) -> None:
@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--duration", type=float, default=120.0, help="seconds per seed")
     parser.add_argument("--output", default=os.path.join(RESULTS, "nemesis"))
+    parser.add_argument("--db-faults", action="store_true",
+                        help="also cut the database off from every process (UDP reports)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
@@ -90,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         began = time.monotonic()
         log_dir = os.path.join(os.path.dirname(args.output), "nemesis-logs", f"seed{seed}")
-        result = nemesis.run(seed, args.duration, log_dir=log_dir, progress=True)
+        result = nemesis.run(seed, args.duration, log_dir=log_dir, progress=True,
+                             db_faults=args.db_faults)
         elapsed = time.monotonic() - began
         print(result.report(), flush=True)
         failed += not result.ok

@@ -19,10 +19,12 @@ Fault kinds (``KINDS``): agent kill -9 then restart, agent SIGSTOP then
 SIGCONT, node cut off from the control plane (broker and API; reset or drop)
 then reconnected, the broker link of every agent cut then restored, the
 scheduler killed (whole process group) then started, a node guard killed then
-started. Not covered, because the ``Cloud`` fixture cannot do them yet:
-database stalls or loss, clock skew or NTP steps, a broker crash (the
-machine's RabbitMQ is shared), packet delay or loss short of a cut, disk or
-memory pressure.
+started; with ``db_faults`` (``--db-faults``) also the database cut off from
+every process (connections refused, or stalled) then restored, on a cloud
+whose agents report over UDP first (the path that rides through it). Not
+covered, because the ``Cloud`` fixture cannot do them yet: clock skew or NTP
+steps, a broker crash (the machine's RabbitMQ is shared), packet delay or
+loss short of a cut, disk or memory pressure.
 
 Run one seed by hand (as root)::
 
@@ -79,11 +81,12 @@ PING_FRESH = 3.0
 NODE_KINDS = ("agent_kill", "agent_stop", "cut_off", "guard_kill")
 CONTROL_KINDS = ("broker_cut", "scheduler_kill")
 KINDS = NODE_KINDS + CONTROL_KINDS
+DB_KINDS = ("db_cut",)  # only with db_faults: the default schedules stay as they were
 # Window lengths per kind: kills span both a quick restart (< RESTART_GRACE,
 # nothing may move) and a node that stays down (fenced and moved).
 LENGTHS = {"agent_kill": (0.3, 6.0), "agent_stop": (1.0, 6.0), "cut_off": (1.0, 8.0),
            "guard_kill": (0.5, 6.0), "broker_cut": (2.0, 8.0),
-           "scheduler_kill": (2.0, 8.0)}
+           "scheduler_kill": (2.0, 8.0), "db_cut": (2.0, 10.0)}
 FIRST_FAULT_AT = 2.0
 MAX_CONCURRENT = 2
 
@@ -91,9 +94,9 @@ _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(\d{3}) ")
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def replay_command(seed: int, duration: float) -> str:
+def replay_command(seed: int, duration: float, db_faults: bool = False) -> str:
     return (f"cd {_REPO} && sudo PYTHONPATH=$PWD {sys.executable} -m lab.nemesis "
-            f"--seed {seed} --duration {duration:g}")
+            f"--seed {seed} --duration {duration:g}" + (" --db-faults" if db_faults else ""))
 
 
 # --------------------------------------------------------------------------
@@ -127,6 +130,8 @@ class Fault:
             return {f"guard-{self.node}"}
         if self.kind == "broker_cut":
             return {f"net-{a}" for a in agents}
+        if self.kind == "db_cut":
+            return {"database"}
         return {"scheduler"}
 
     def label(self) -> str:
@@ -141,10 +146,13 @@ class Fault:
 class Nemesis:
     """The fault schedule of one seed, and how to apply it to a ``Cloud``."""
 
-    def __init__(self, seed: int, duration: float, agents: tuple[str, ...] = AGENTS) -> None:
+    def __init__(self, seed: int, duration: float, agents: tuple[str, ...] = AGENTS,
+                 db_faults: bool = False) -> None:
         self.seed = seed
         self.duration = duration
         self.agents = agents
+        self.kinds = KINDS + (DB_KINDS if db_faults else ())
+        self.control_kinds = CONTROL_KINDS + (DB_KINDS if db_faults else ())
         self.schedule = self._draw(random.Random(seed))
 
     # -- drawing
@@ -153,7 +161,7 @@ class Nemesis:
         placed: list[Fault] = []
         t = FIRST_FAULT_AT
         while True:
-            fault = self._one(rng, t, rng.choice(KINDS))
+            fault = self._one(rng, t, rng.choice(self.kinds))
             if fault.end > self.duration - 0.5:
                 break
             self._place(placed, fault)
@@ -166,7 +174,7 @@ class Nemesis:
                     kind = rng.choice([k for k in NODE_KINDS if k != fault.kind])
                     node = fault.node
                 elif fault.node is not None:
-                    kind, node = rng.choice(CONTROL_KINDS), None
+                    kind, node = rng.choice(self.control_kinds), None
                 else:
                     kind, node = rng.choice(NODE_KINDS), rng.choice(self.agents)
                 extra = self._one(rng, at, kind, node)
@@ -180,7 +188,8 @@ class Nemesis:
         lo, hi = LENGTHS[kind]
         if kind in NODE_KINDS and node is None:
             node = rng.choice(self.agents)
-        mode = rng.choice(("reset", "drop")) if kind in ("cut_off", "broker_cut") else None
+        mode = (rng.choice(("reset", "drop")) if kind in ("cut_off", "broker_cut", "db_cut")
+                else None)
         return Fault(kind, node, round(at, 2), round(rng.uniform(lo, hi), 2), mode)
 
     def _place(self, placed: list[Fault], fault: Fault) -> bool:
@@ -216,6 +225,8 @@ class Nemesis:
                 cloud.proxy(f"agent-{a}").cut(fault.mode)
         elif fault.kind == "scheduler_kill":
             cloud.scheduler(1).kill_group()
+        elif fault.kind == "db_cut":
+            cloud.cut_db(fault.mode)
         fault.injected_at = time.time()
 
     def heal(self, cloud: cloud_mod.Cloud, fault: Fault) -> None:
@@ -232,6 +243,8 @@ class Nemesis:
                 cloud.proxy(f"agent-{a}").restore()
         elif fault.kind == "scheduler_kill":
             cloud.start_scheduler(1)
+        elif fault.kind == "db_cut":
+            cloud.restore_db()
         fault.healed_at = time.time()
 
     def play(self, cloud: cloud_mod.Cloud, t0: float, errors: list[str]) -> None:
@@ -485,6 +498,7 @@ class Result:
     violations: list[Violation] = dataclasses.field(default_factory=list)
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
     log_dir: str | None = None
+    db_faults: bool = False
 
     @property
     def ok(self) -> bool:
@@ -549,7 +563,7 @@ class Checker:
 
     def __init__(self, result: Result) -> None:
         self.result = result
-        self.replay = replay_command(result.seed, result.duration)
+        self.replay = replay_command(result.seed, result.duration, result.db_faults)
 
     def add(self, check: str, what: str, at: float | None = None) -> None:
         self.result.violations.append(Violation(check, what, at, self.result.seed, self.replay))
@@ -681,12 +695,13 @@ def _ping_gaps(sweep: Sweep, gateways: dict[str, str], threshold: float = 1.0
 
 
 def run(seed: int, duration: float = 60.0, log_dir: str | None = None,
-        progress: bool = False) -> Result:
+        progress: bool = False, db_faults: bool = False) -> Result:
     """Play seed ``seed`` for ``duration`` seconds against a fresh cloud and
     check the history. Process logs are copied to ``log_dir`` (default: a new
     /tmp/nemesis-<seed>-* directory when there are violations)."""
-    nemesis = Nemesis(seed, duration)
-    result = Result(seed=seed, duration=duration, faults=nemesis.schedule)
+    nemesis = Nemesis(seed, duration, db_faults=db_faults)
+    result = Result(seed=seed, duration=duration, faults=nemesis.schedule,
+                    db_faults=db_faults)
     checker = Checker(result)
 
     def say(msg: str) -> None:
@@ -694,7 +709,8 @@ def run(seed: int, duration: float = 60.0, log_dir: str | None = None,
             print(f"[seed {seed} {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     with cloud_mod.Cloud(agents=AGENTS, proxied_agents=AGENTS,
-                         restart_grace=RESTART_GRACE) as cloud:
+                         restart_grace=RESTART_GRACE, udp_reports=db_faults,
+                         db_proxy=db_faults) as cloud:
         sampler = invariants.InvariantSampler(cloud.token + "-").start()
         live: dict[str, str] = {}
         gateways: dict[str, str] = {}
@@ -801,10 +817,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--log-dir", default=None)
+    parser.add_argument("--db-faults", action="store_true",
+                        help="also cut the database off (UDP reports, outage notices)")
     args = parser.parse_args(argv)
     if not netlab.have_root():
         parser.error(netlab.ROOT_REASON)
-    result = run(args.seed, args.duration, args.log_dir, progress=True)
+    result = run(args.seed, args.duration, args.log_dir, progress=True,
+                 db_faults=args.db_faults)
     print(result.report())
     return 0 if result.ok else 1
 

@@ -60,3 +60,16 @@ class FenceCheckTest(testtools.TestCase):
 
     def test_a_fence_with_no_fault_at_all_is_reported_too(self):
         self.assertEqual(["f"], [v.check for v in self.check([], 130)])
+
+
+class DatabaseFaultsTest(testtools.TestCase):
+    def test_default_schedules_draw_no_database_fault(self):
+        for seed in range(20):
+            self.assertNotIn("db_cut", {f.kind for f in nemesis.Nemesis(seed, 60).schedule})
+
+    def test_db_faults_draw_both_cut_modes(self):
+        cuts = [f for seed in range(20)
+                for f in nemesis.Nemesis(seed, 60, db_faults=True).schedule
+                if f.kind == "db_cut"]
+        self.assertEqual({"reset", "drop"}, {f.mode for f in cuts})
+        self.assertTrue(all(f.node is None for f in cuts), "a control-plane fault")
