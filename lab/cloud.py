@@ -116,7 +116,7 @@ class Cloud(fixtures.Fixture):
     """
 
     def __init__(self, agents=("a", "b"), transport_url: str | None = None,
-                 report_interval: float = 1.0, agent_down_time: float = 3.0,
+                 report_interval: float = 1.0, agent_down_time: float = 3.5,
                  check_interval: float = 0.5, lease_time: float = 2.0,
                  restart_grace: float = 5.0, guards: bool = True, schedulers: int = 1,
                  max_dead_fraction: float = 0.5, proxied_agents: tuple[str, ...] = (),

@@ -16,6 +16,13 @@ from oslo_messaging._tracing import client as _messaging_tracing
 from clouddisco.conf import opts
 from clouddisco.conf import types
 
+LOG = logging.getLogger(__name__)
+
+# One whole second of kernel lifetime granularity plus the kernel's lateness
+# and margin (clouddisco.drivers.lifetimes): agent_down_time - lease_time must
+# be at least this for address lifetimes to outlast the lease.
+KERNEL_LEASE_SLACK = 1.45
+
 DEFAULT_CONFIG_FILE = "/etc/clouddisco/clouddisco.conf"
 
 
@@ -118,6 +125,15 @@ def _check_relations(conf: cfg.ConfigOpts, groups: Sequence[str]) -> None:
                 types.parse_endpoint(endpoint)
             except ValueError as exc:
                 raise ConfigError(f"[agent] report_udp_endpoints: {exc}") from None
+    if "health" in groups and "agent" in groups and conf.agent.kernel_lease:
+        need = conf.health.lease_time + KERNEL_LEASE_SLACK
+        if conf.health.agent_down_time < need:
+            # Safe, but an address can expire before the lease when an
+            # acknowledgement is late: the data plane then goes dark early.
+            LOG.warning("[health] agent_down_time %.2fs is under lease_time + %.2fs "
+                        "(%.2fs): with [agent] kernel_lease a late acknowledgement can "
+                        "let a gateway address expire before the lease does",
+                        conf.health.agent_down_time, KERNEL_LEASE_SLACK, need)
     if "health" in groups and "agent" in groups:
         down, report = conf.health.agent_down_time, conf.agent.report_interval
         if down <= report or conf.health.lease_time <= report:

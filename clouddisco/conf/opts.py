@@ -192,13 +192,16 @@ AGENT_OPTS = [
 HEALTH_OPTS = [
     cfg.FloatOpt(
         "agent_down_time",
-        default=3.0,
+        default=3.5,
         min=0.2,
         help="Seconds after the last received state report at which an agent is "
         "declared dead and its routers are moved. Counted from when the "
         "server *received* the report. Must exceed lease_time + lease_margin, "
         "so that a node whose lease ran out has fenced itself before its "
-        "routers start elsewhere.",
+        "routers start elsewhere; with [agent] kernel_lease, at least "
+        "lease_time + 1.45 s, so that the kernel's whole-second address "
+        "lifetimes end after the lease and not before (3 s left them as "
+        "little as 0.55 s of slack for a late acknowledgement).",
     ),
     cfg.FloatOpt(
         "lease_time",

@@ -19,10 +19,12 @@ at most ``KERNEL_LATE`` after its lifetime ends (measured here: 1.02–1.22 s
 for ``valid_lft 1``). So each renewal sets ``valid_lft = floor(renewed_at +
 agent_down_time - MARGIN - KERNEL_LATE - now)`` whole seconds, and none when
 that is under 1: the address is gone at least MARGIN before the routers can
-start elsewhere. With the defaults (lease_time 2 s, agent_down_time 3 s) and
-an acknowledgement within 0.5 s of sending, that is 2 s: the address
-outlives the lease (the guard fences first, as before) and never expires
-between two renewals.
+start elsewhere. With the defaults (lease_time 2 s, agent_down_time 3.5 s)
+and an acknowledgement within 1.05 s of sending, that is 2 s or more: the
+address outlives the lease (the guard fences first, as before) and never
+expires between two renewals. With agent_down_time 3 s an acknowledgement
+0.55 s late got 1 s, and the address could expire between two renewals
+under load (a CI run saw a stalled database darken a router that way).
 
 ``agent_down_time`` here is the node's copy of ``[health] agent_down_time``:
 it must not exceed the server's (one clouddisco.conf on every machine).

@@ -60,7 +60,7 @@ COUNT_LOG_INTERVAL = 30.0
 # Seconds a batch's database write may take before the receiver counts the
 # database as unavailable (a stall: Galera flow control, a held lock, a
 # dead server behind a silent network) and answers with an outage notice.
-WRITE_DEADLINE = 0.3
+WRITE_DEADLINE = 0.15
 
 
 class OutageClock:
@@ -106,6 +106,7 @@ class UdpLeaseReceiver:
         self.address = self.sock.getsockname()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._outage_seen = False  # the last batch could not be written
         self.counts = {"received": 0, "renewed": 0, "refused": 0, "bad": 0, "registered": 0,
                        "expired": 0, "write_failed": 0, "batches": 0, "outage": 0}
         self._logged_counts = dict(self.counts)
@@ -145,7 +146,9 @@ class UdpLeaseReceiver:
         while not self._stop.is_set():
             try:
                 ready, _, _ = select.select([self.sock], [], [], 0.5)  # to see stop()
-                if ready:
+                if ready and not self._outage_seen:
+                    # No linger while the database is out: the notices
+                    # must come back fast (see clouddisco.drivers.lifetimes).
                     time.sleep(LINGER)
                 batch = self._drain() if ready else []
             except (OSError, ValueError):
@@ -219,8 +222,10 @@ class UdpLeaseReceiver:
             self.counts["write_failed"] += len(reports)
             LOG.warning("lease receiver: could not store %d state report(s): %s",
                         len(reports), exc or type(exc).__name__)
+            self._outage_seen = True
             self.answer_outage(reports)
             return len(registrations)
+        self._outage_seen = False
         self.counts["batches"] += 1
         for payload, address in reports:
             generation = payload["state"]["lease_generation"]

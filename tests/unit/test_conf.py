@@ -56,8 +56,17 @@ class CheckTest(testtools.TestCase):
 
     def test_defaults_are_valid(self):
         conf = self.check_file("")
-        self.assertEqual(3.0, conf.health.agent_down_time)
+        self.assertEqual(3.5, conf.health.agent_down_time)
         self.assertEqual(1.0, conf.agent.report_interval)
+
+    def test_kernel_lease_warns_when_down_time_leaves_under_a_second(self):
+        import fixtures
+        logger = self.useFixture(fixtures.FakeLogger(level="WARNING"))
+        self.check_file("[health]\nagent_down_time = 3.0\n")
+        self.assertIn("kernel_lease", logger.output)
+        logger = self.useFixture(fixtures.FakeLogger(level="WARNING"))
+        self.check_file("")
+        self.assertNotIn("kernel_lease", logger.output)
 
     def test_malformed_cidr(self):
         self.assertBad("[api]\nexternal_cidr = 10.0.0.300/24\n",
