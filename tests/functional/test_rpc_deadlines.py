@@ -1,9 +1,10 @@
 """A call whose caller has given up changes nothing (real RabbitMQ and processes).
 
-The scheduler's placement worker is stopped (SIGSTOP: a hung or overloaded
-replica) while an agent's ``register`` calls time out. RabbitMQ has already
-pushed them to that worker's consumer (no prefetch limit), so per-message
-expiry does not drop them: when the worker runs again it finds them in its
+The scheduler's report worker, which takes registrations (scheduler API 1.2),
+is stopped (SIGSTOP: a hung or overloaded replica) while an agent's
+``register`` calls time out. RabbitMQ has already pushed them to that
+worker's consumer (up to its prefetch count), so per-message expiry does not
+drop them: when the worker runs again it finds them in its
 own buffers. Before call deadlines, each of them registered the agent again
 and bumped its lease generation.
 """
@@ -52,11 +53,11 @@ class StaleCallTest(_ControlPlaneOnly):
         self.db = db_api.Database.from_conf(
             unit_base.make_conf(database__connection=self.cloud.db.url))
 
-    def _placement_worker(self) -> int:
+    def _registration_worker(self) -> int:
         def find():
             return [pid for pid, title in self.cloud.scheduler().children().items()
-                    if "placement" in title]
-        [pid] = netlab.wait_for(find, 30, 0.1, "the scheduler's placement worker")
+                    if "state reports" in title and "UDP" not in title]
+        [pid] = netlab.wait_for(find, 30, 0.1, "the scheduler's report worker")
         return pid
 
     def _register_outcomes(self) -> int:
@@ -74,7 +75,7 @@ class StaleCallTest(_ControlPlaneOnly):
             60, 0.5, "a first registration")
         self.assertEqual(1, first["lease_generation"])
 
-        worker = self._placement_worker()
+        worker = self._registration_worker()
         os.kill(worker, signal.SIGSTOP)
         self.addCleanup(_cont, worker)
         # Short enough that RabbitMQ's heartbeat keeps the stopped worker's
