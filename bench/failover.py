@@ -58,7 +58,10 @@ def one_trial(cloud: cloud_mod.Cloud, n: int, interval: float) -> dict:
     event = cloud.events(router["id"])[0]
     phases = {k: _epoch(event[k]) for k in ("last_heartbeat_at", "detected_at",
                                             "rescheduled_at", "active_at")}
-    # Bring the lost node back for the next trial, and drop this router.
+    # Bring the lost node back for the next trial (its node guard too: the
+    # agent builds nothing without one), and drop this router.
+    if cloud.guards:
+        cloud.start_guard(old)
     cloud.start_agent(old)
     netlab.wait_for(lambda: cloud.host(old) in cloud.alive_hosts(), 60, 0.2,
                     "the lost agent to come back")
@@ -123,7 +126,8 @@ def main(argv=None) -> int:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--interval", type=float, default=0.02, help="ping interval (s)")
     parser.add_argument("--report-interval", type=float, default=1.0)
-    parser.add_argument("--agent-down-time", type=float, default=3.0)
+    parser.add_argument("--agent-down-time", type=float, default=3.5,
+                        help="seconds (default 3.5, the product's default)")
     parser.add_argument("--check-interval", type=float, default=0.5)
     parser.add_argument("--output", default=os.path.join(RESULTS, "failover"))
     args = parser.parse_args(argv)
