@@ -87,26 +87,37 @@ class AddressLifetimeKeeper:
         in steps (address, then netmask), and a renewal that read it between
         them named a prefix the kernel no longer matched, so the kernel
         added the address a second time (nemesis seed 5, for one lifetime).
+        The lock is taken only when a renewal is due (checked again under
+        it): most polls find nothing to do, and must neither open the lock
+        file 20 times a second nor wait for a build.
         """
+        now = time.monotonic() if now is None else now
+        if self._due(now) is None:
+            return 0
         try:
             with lease.node_lock(self.state_dir, self.host, timeout=LOCK_WAIT):
-                return self._renew_locked(time.monotonic() if now is None else now)
+                due = self._due(now)
+                if due is None:
+                    return 0
+                seconds, key = due
+                renewed = self.driver.renew_address_lifetimes(seconds)
         except lease.LockTimeout:
             return 0  # a build holds it: the next poll tries again
+        self._renewed = key
+        self.ok = renewed == len(key[2])
+        return renewed
 
-    def _renew_locked(self, now: float) -> int:
+    def _due(self, now: float) -> tuple[int, tuple] | None:
+        """(valid_lft, renewal key) when a renewal is due; None otherwise."""
         current = lease.in_force(self.state_dir, self.host)
         if not current.valid(now) or lease.fenced(self.state_dir, self.host,
                                                    current.generation):
-            return 0
+            return None
         seconds = valid_lft(current.renewed_at, self.agent_down_time, now)
         if seconds < 1:
-            return 0
-        routers = frozenset(self.driver.list_routers())
-        key = (current.generation, current.renewed_at, routers)
+            return None
+        key = (current.generation, current.renewed_at,
+               frozenset(self.driver.list_routers()))
         if key == self._renewed:
-            return 0  # a renewal now would only shorten what the last one set
-        renewed = self.driver.renew_address_lifetimes(seconds)
-        self._renewed = key
-        self.ok = renewed == len(routers)
-        return renewed
+            return None  # a renewal now would only shorten what the last one set
+        return seconds, key
