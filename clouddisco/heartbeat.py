@@ -149,6 +149,7 @@ class HttpReporter:
 # body. The magic carries the format's version.
 UDP_MAGIC = b"CDR1"
 UDP_MAX = 2048  # bytes: a report or an answer is a few hundred
+RESOLVE_EVERY = 60.0  # seconds a replica's resolved address is reused
 _MAC_LEN = 32
 
 
@@ -191,19 +192,29 @@ class UdpReporter:
         self.endpoints = [parse_endpoint(e) for e in endpoints]
         self.key = key.encode()
         self.hedge = hedge
+        self._resolved: dict[tuple[str, int], tuple[float, tuple]] = {}
 
     def _addresses(self, host: str) -> list[tuple]:
         first = zlib.crc32(host.encode()) % len(self.endpoints)
         ordered = self.endpoints[first:] + self.endpoints[:first]
-        out = []
-        for name, port in ordered:
-            try:
-                family, _, _, _, address = socket.getaddrinfo(
-                    name, port, type=socket.SOCK_DGRAM)[0]
-            except OSError:
-                continue  # an unresolvable name is tried again next report
-            out.append((family, address))
-        return out
+        return [a for a in (self._resolve(e) for e in ordered) if a is not None]
+
+    def _resolve(self, endpoint: tuple[str, int]) -> tuple | None:
+        """(family, address) of an endpoint, looked up at most every
+        RESOLVE_EVERY seconds: a report goes out every second, and a name
+        lookup per report and replica would be the costliest part of it. An
+        unresolvable name is tried again at the next report."""
+        now = time.monotonic()
+        cached = self._resolved.get(endpoint)
+        if cached is not None and now - cached[0] < RESOLVE_EVERY:
+            return cached[1]
+        try:
+            family, _, _, _, address = socket.getaddrinfo(
+                *endpoint, type=socket.SOCK_DGRAM)[0]
+        except OSError:
+            return cached[1] if cached is not None else None
+        self._resolved[endpoint] = (now, (family, address))
+        return family, address
 
     def report(self, host: str, state: dict, timeout: float) -> dict:
         return self._exchange(host, {"host": host, "state": state}, timeout)
