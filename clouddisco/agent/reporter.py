@@ -157,7 +157,8 @@ class StateReporter:
                 # yet again (seen in nemesis seed 5 after a scheduler outage).
                 # The report that _step sends next renews it instead.
                 left = sent + (reply.get("lease_time") or 0) - time.monotonic()
-                if left >= MIN_REGISTRATION_LEASE:
+                lease_used = left >= MIN_REGISTRATION_LEASE
+                if lease_used:
                     self._renew(generation, sent, reply.get("lease_time"))
                 else:
                     LOG.warning("registration of %s took %.1fs: its lease is not used; "
@@ -168,6 +169,13 @@ class StateReporter:
                 registered_now = True
                 LOG.info("registered as agent %s (lease generation %s)", self.agent_id,
                          self.generation)
+                if not lease_used:
+                    # Without a lease the resync would only be postponed, and
+                    # then wait for the periodic pass (8 s in nemesis seed 4,
+                    # with the routers shown ACTIVE meanwhile): resync on the
+                    # report that brings the lease.
+                    self._connected = False
+                    return True
             else:
                 generation = self.generation
                 state = dict(self.state(), lease_generation=generation)

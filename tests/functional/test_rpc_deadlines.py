@@ -131,7 +131,7 @@ class ReportBacklogTest(_ControlPlaneOnly):
             client.prepare(retry=0).cast(ctxt, "report_state", host=f"{HOST}-{i}",
                                          state={})
         ready, unacked = netlab.wait_for(
-            lambda: (q := self._queue()) and sum(q) == self.BACKLOG and q, 10, 0.2,
+            lambda: (q := self._queue()) and sum(q) == self.BACKLOG and q, 60, 0.2,
             "RabbitMQ to count the backlog")
         # Only the prefetch window (default 64) went to the stopped worker.
         self.assertLessEqual(unacked, 64)
