@@ -126,16 +126,15 @@ def lateness(ctxt: object, now: float | None = None) -> float | None:
     its caller has given up on it, <= 0 if not, None if it has no deadline
     (an older caller, or a cast: processed as before).
 
-    This compares the caller's wall clock with ours, so it assumes the two are
-    NTP-synchronised (to well within a call's timeout: 0.5-1 s for state
-    reports). If our clock runs *behind* the caller's, a late call can slip
-    through: that is only what happened before deadlines existed. If it runs
-    *ahead* by more than what is left of a call's timeout when it arrives,
-    fresh calls are refused as if lost: callers retry, but state reports that
-    keep being refused let the node's lease lapse. A skew that large breaks
-    the assumption, and the refusal lines in the log show it (every call
-    "late" by about the same amount). No tolerance is added: it would not cure
-    such a skew, only let every stale call through for that much longer.
+    This compares the caller's wall clock with ours. If our clock runs
+    *behind* the caller's, a late call can slip through: that is only what
+    happened before deadlines existed. If it runs *ahead* by more than what is
+    left of a call's timeout when it arrives, fresh calls look late: state
+    reports (timeout 1 s) that kept being refused would let the node's lease
+    lapse, so a clock step on a scheduler host would fence the nodes it
+    serves. ``validated`` therefore refuses a call only when it is later than
+    ``[DEFAULT] max_clock_skew``; beyond that the refusal lines in the log
+    show the skew (every call "late" by about the same amount).
     """
     getter = getattr(ctxt, "get", None)
     deadline = getter(DEADLINE_KEY) if getter is not None else None
@@ -279,6 +278,35 @@ class ExpiredReportLog:
 
 EXPIRED_REPORTS = ExpiredReportLog()
 
+
+class LateCallLog:
+    """Warns, at most once per ``interval``, of calls processed although they
+    arrived after their caller's deadline (by no more than max_clock_skew):
+    either this host's clock runs ahead of its callers' or calls wait in a
+    queue about as long as their timeout. Either needs an operator before it
+    grows past max_clock_skew and calls are refused."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    def accepted(self, method: str, host: str, late: float, tolerance: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next:
+                return
+            self._next = now + self.interval
+        LOG.warning("%s from host %s arrived %.3fs after its caller's deadline, within "
+                    "max_clock_skew %.1fs: processed. If such calls keep coming, this "
+                    "host's clock runs ahead of its callers' (check NTP) or calls "
+                    "queue for as long as their timeout; past max_clock_skew they "
+                    "are refused (logged at most every %.0fs)", method, host, late,
+                    tolerance, self.interval)
+
+
+LATE_CALLS = LateCallLog()
+
 _VALIDATORS: dict[str, jsonschema.protocols.Validator] = {}
 
 
@@ -310,10 +338,11 @@ def validated(schema_name: str) -> Callable:
     """Check an endpoint's call deadline, then its keyword arguments against
     SCHEMAS[schema_name].
 
-    A call whose caller has already given up (see ``lateness``) is refused
-    with CallExpired and a bad message with InvalidPayload. Either is logged
-    by the server without a traceback (sent back to a caller of ``call``,
-    should it still listen) and changes nothing: the endpoint does not run.
+    A call whose caller has given up (see ``lateness``) more than the
+    endpoint's ``max_clock_skew`` seconds ago is refused with CallExpired,
+    and a bad message with InvalidPayload. Either is logged by the server
+    without a traceback (sent back to a caller of ``call``, should it still
+    listen) and changes nothing: the endpoint does not run.
     """
     validator = compiled_validator(schema_name)
 
@@ -322,7 +351,7 @@ def validated(schema_name: str) -> Callable:
         @oslo_messaging.expected_exceptions(InvalidPayload, CallExpired)
         def wrapper(self, ctxt, **kwargs):
             late = lateness(ctxt)
-            if late is not None and late > 0:
+            if late is not None and late > self.max_clock_skew:
                 # Its caller took it for failed and may have retried already:
                 # registering or fencing now would act on a stale picture.
                 # Refused before any schema check or database access: a
@@ -335,6 +364,9 @@ def validated(schema_name: str) -> Callable:
                                 "caller's deadline", func.__name__, host, late)
                 raise CallExpired(f"{func.__name__}: arrived {late:.3f}s after the "
                                   f"caller's deadline; nothing done")
+            if late is not None and late > 0:
+                LATE_CALLS.accepted(func.__name__, kwargs.get("host", "(unknown)"), late,
+                                    self.max_clock_skew)
             exc = first_error(validator, kwargs)
             if exc is not None:
                 where = "/".join(str(p) for p in exc.absolute_path) or "(message)"

@@ -28,6 +28,8 @@ from lab import tcpproxy
 BIN = os.path.dirname(sys.executable)
 CIDR = "10.250.0.0/16"
 PROBE_CIDR = "10.250.0.1/16"
+# lab/clockskew/sitecustomize.py: first on PYTHONPATH of a skewable process.
+CLOCKSKEW_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "clockskew")
 ADMIN_HEADERS = {"X-Project-Id": "functional", "X-Roles": "admin"}
 
 
@@ -39,16 +41,19 @@ def rabbitmqctl(*args: str) -> None:
 class Process:
     """One clouddisco process, in its own session so nothing it spawns survives it."""
 
-    def __init__(self, name: str, argv: list[str], log_path: str) -> None:
+    def __init__(self, name: str, argv: list[str], log_path: str,
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.argv = argv
         self.log_path = log_path
+        self.env = env  # None: this process's environment
         self.popen: subprocess.Popen | None = None
 
     def start(self) -> Process:
         log = open(self.log_path, "ab")
         self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+                                      stdin=subprocess.DEVNULL, start_new_session=True,
+                                      env=self.env)
         log.close()
         return self
 
@@ -122,7 +127,8 @@ class Cloud(fixtures.Fixture):
                  max_dead_fraction: float = 0.5, proxied_agents: tuple[str, ...] = (),
                  proxied_schedulers: tuple[int, ...] = (), debug: bool = False,
                  http_reports: bool = True, udp_reports: bool = False,
-                 kernel_lease: bool = True, db_proxy: bool = False) -> None:
+                 kernel_lease: bool = True, db_proxy: bool = False,
+                 clock_skew: bool = False) -> None:
         super().__init__()
         self.agent_names = list(agents)
         self.external_transport_url = transport_url
@@ -146,6 +152,9 @@ class Cloud(fixtures.Fixture):
         # Every process reaches the database through a TcpProxy that a test
         # can cut (cut_db): a database outage or stall, for all replicas.
         self.db_proxy = db_proxy
+        # Scheduler replicas whose wall clock a test can step (skew_clock),
+        # through lab/clockskew/sitecustomize.py.
+        self.clock_skew = clock_skew
         # Processes that reach RabbitMQ through a TcpProxy a test can cut
         # (agents by name, schedulers by number); the agent's node guard uses
         # its agent's proxy, as it would share the node's network.
@@ -343,9 +352,9 @@ heartbeat_timeout_threshold = 6
         return path
 
     def start(self, name: str, binary: str, config: str = "common",
-              extra: tuple[str, ...] = ()) -> Process:
+              extra: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Process:
         proc = Process(name, [f"{BIN}/{binary}", "--config-file", self.config_path(config),
-                              *extra], os.path.join(self.tmp, f"{name}.log"))
+                              *extra], os.path.join(self.tmp, f"{name}.log"), env)
         self.processes[name] = proc.start()
         return proc
 
@@ -353,7 +362,26 @@ heartbeat_timeout_threshold = 6
         self.write_config(f"scheduler-{n}", host=f"{self.token}-controller-{n}",
                           transport_url=self._restart_url(f"scheduler-{n}", transport_url),
                           udp_port=self.udp_ports.get(n, 0))
-        return self.start(f"scheduler-{n}", "clouddisco-scheduler", config=f"scheduler-{n}")
+        env = None
+        if self.clock_skew:
+            path = [CLOCKSKEW_DIR, os.environ.get("PYTHONPATH", "")]
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p),
+                       CLOUDDISCO_LAB_CLOCK_FILE=self._clock_file(n))
+        return self.start(f"scheduler-{n}", "clouddisco-scheduler", config=f"scheduler-{n}",
+                          env=env)
+
+    def _clock_file(self, n: int) -> str:
+        return os.path.join(self.tmp, f"clock-scheduler-{n}")
+
+    def skew_clock(self, n: int, seconds: float) -> None:
+        """Step scheduler ``n``'s wall clock to ``seconds`` off the real one
+        (0 heals), as its Python code sees it; needs ``clock_skew=True``."""
+        if not self.clock_skew:
+            raise RuntimeError("Cloud(clock_skew=True) is needed to skew a clock")
+        tmp = self._clock_file(n) + ".new"
+        with open(tmp, "w") as f:
+            f.write(f"{seconds}\n")
+        os.replace(tmp, self._clock_file(n))
 
     def scheduler(self, n: int = 1) -> Process:
         return self.processes[f"scheduler-{n}"]

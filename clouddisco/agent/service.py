@@ -26,8 +26,9 @@ class AgentEndpoint:
 
     target = oslo_messaging.Target(version=rpc.AGENT_API_VERSION)
 
-    def __init__(self, worker: routers.RouterWorker) -> None:
+    def __init__(self, worker: routers.RouterWorker, max_clock_skew: float = 0.0) -> None:
         self.worker = worker
+        self.max_clock_skew = max_clock_skew  # read by rpc.validated
 
     @rpc.validated("routers_added")
     def routers_added(self, ctxt, routers):
@@ -81,7 +82,8 @@ class L3AgentService:
                                            retry_interval=conf.agent.report_interval)
         self.enforcer = node_mod.LeaseEnforcer(self.node, driver, self.reporter.fenced)
         self.server = rpc.get_server(transport, rpc.AGENT_TOPIC,
-                                     [AgentEndpoint(self.worker)], server=self.host)
+                                     [AgentEndpoint(self.worker, conf.max_clock_skew)],
+                                     server=self.host)
         # The kernel removes the gateway addresses if neither this agent nor
         # the node guard renews them (clouddisco.drivers.lifetimes).
         self.lifetimes = (lifetimes.AddressLifetimeKeeper(

@@ -19,6 +19,21 @@ DEFAULT_OPTS = [
         "unique per L3 agent; the cleanup service of a node uses the same "
         "value as the node's agent.",
     ),
+    cfg.FloatOpt(
+        "max_clock_skew",
+        default=1.0,
+        min=0.0,
+        help="Seconds by which the wall clocks of two clouddisco hosts may "
+        "differ (an NTP step, a slow sync) without effect. RPC calls carry "
+        "their caller's deadline as a wall-clock instant; a call is refused as "
+        "expired only once it arrives more than this after that deadline. "
+        "With 0 a scheduler whose clock runs ahead of an agent's by the report "
+        "timeout (1 s) refuses every report of that agent and the node fences. "
+        "Larger values let a call whose caller gave up be processed up to this "
+        "much later, which the protocol tolerates (registrations are "
+        "idempotent, leases are counted from when a report was sent). Liveness "
+        "never depends on it: heartbeats are judged on the database's clock.",
+    ),
 ]
 
 API_OPTS = [

@@ -29,11 +29,13 @@ class SchedulerEndpoint:
     target = oslo_messaging.Target(version=rpc.SCHEDULER_API_VERSION)
 
     def __init__(self, db: db_api.Database, dispatcher: dispatch.RouterDispatcher,
-                 monitor: "monitor_mod.HealthMonitor", lease_time: float) -> None:
+                 monitor: "monitor_mod.HealthMonitor", lease_time: float,
+                 max_clock_skew: float = 0.0) -> None:
         self.db = db
         self.dispatcher = dispatcher
         self.monitor = monitor
         self.lease_time = lease_time
+        self.max_clock_skew = max_clock_skew  # read by rpc.validated
 
     @rpc.validated("register")
     def register(self, ctxt, host, namespace_prefix, agent_type="l3", registration_id=None):
@@ -89,9 +91,11 @@ class ReportEndpoint:
 
     target = oslo_messaging.Target(version=rpc.SCHEDULER_API_VERSION)
 
-    def __init__(self, db: db_api.Database, lease_time: float) -> None:
+    def __init__(self, db: db_api.Database, lease_time: float,
+                 max_clock_skew: float = 0.0) -> None:
         self.db = db
         self.lease_time = lease_time
+        self.max_clock_skew = max_clock_skew  # read by rpc.validated
 
     @rpc.validated("report_state")
     def report_state(self, ctxt, host, state):

@@ -63,7 +63,7 @@ class SchedulerWorker(cotyledon.Service):
         self.server = rpc.get_server(
             transport, rpc.SCHEDULER_TOPIC,
             [endpoints.SchedulerEndpoint(self.db, self.dispatcher, self.monitor,
-                                         conf.health.lease_time)],
+                                         conf.health.lease_time, conf.max_clock_skew)],
             server=self.host)
 
     def run(self) -> None:
@@ -104,7 +104,8 @@ class ReportWorker(cotyledon.Service):
         self.db = db_api.Database.from_conf(conf)
         self.server = rpc.get_server(
             rpc.get_transport(conf), rpc.REPORTS_TOPIC,
-            [endpoints.ReportEndpoint(self.db, conf.health.lease_time)], server=conf.host)
+            [endpoints.ReportEndpoint(self.db, conf.health.lease_time, conf.max_clock_skew)],
+            server=conf.host)
 
     def run(self) -> None:
         self.server.start()

@@ -83,6 +83,10 @@ class StaleCallTest(_ControlPlaneOnly):
         for _ in range(3):
             self.assertRaises((oslo_messaging.MessagingTimeout, TimeoutError),
                               self.scheduler.register, HOST, "dl-", timeout=0.5)
+        # Past [DEFAULT] max_clock_skew (1 s), which a call may be late by and
+        # still run: the youngest of the three is then as stale as a call a
+        # restarted replica finds waiting for it.
+        time.sleep(1.5)
         os.kill(worker, signal.SIGCONT)
 
         second = self.scheduler.register(HOST, "dl-", timeout=10)
@@ -125,8 +129,9 @@ class ReportBacklogTest(_ControlPlaneOnly):
         self.addCleanup(_cont, worker)
         client = oslo_messaging.get_rpc_client(
             self.transport, oslo_messaging.Target(topic=rpc.REPORTS_TOPIC, version="1.0"))
-        # Already past their deadline, as a backlog is by the time it is read.
-        ctxt = rpc.call_context(1.0, now=time.time() - 2.0)
+        # Already past their deadline by more than max_clock_skew (1 s), as a
+        # backlog is by the time it is read.
+        ctxt = rpc.call_context(1.0, now=time.time() - 4.0)
         for i in range(self.BACKLOG):
             client.prepare(retry=0).cast(ctxt, "report_state", host=f"{HOST}-{i}",
                                          state={})

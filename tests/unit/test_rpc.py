@@ -151,8 +151,9 @@ class AgentAPITest(base.DBTestCase):
 
 
 class _RecordingEndpoint:
-    def __init__(self):
+    def __init__(self, max_clock_skew=0.0):
         self.calls = []
+        self.max_clock_skew = max_clock_skew
 
     @rpc.validated("sync_routers")
     def sync_routers(self, ctxt, host):
@@ -166,7 +167,25 @@ class CallDeadlineTest(testtools.TestCase):
     def setUp(self):
         super().setUp()
         self.log = self.useFixture(fixtures.FakeLogger(level=logging.DEBUG))
+        self.useFixture(fixtures.MockPatchObject(rpc, "LATE_CALLS", rpc.LateCallLog()))
         self.endpoint = _RecordingEndpoint()
+
+    def test_a_clock_skew_up_to_max_clock_skew_refuses_nothing(self):
+        # This server's clock runs 1.5 s ahead of the caller's: a fresh call
+        # with a 1 s timeout looks 0.5 s late. Refusing it would refuse every
+        # state report of that caller, and its node would fence.
+        endpoint = _RecordingEndpoint(max_clock_skew=1.0)
+        sent = time.time() - 1.5
+        self.assertEqual("done", endpoint.sync_routers(rpc.call_context(1.0, now=sent),
+                                                       host="node-1"))
+        # A call later than the tolerance is still refused, and nothing runs.
+        exc = self.assertRaises(oslo_messaging.ExpectedException, endpoint.sync_routers,
+                                rpc.call_context(1.0, now=sent - 1.0), host="node-2")
+        self.assertIs(rpc.CallExpired, exc.exc_info[0])
+        self.assertEqual(["node-1"], endpoint.calls)
+        # The operator hears of the late but accepted call.
+        self.assertIn("sync_routers from host node-1 arrived 0.5", self.log.output)
+        self.assertIn("within max_clock_skew 1.0s: processed", self.log.output)
 
     def test_expired_call_is_refused_and_nothing_runs(self):
         ctxt = rpc.call_context(1.0, now=time.time() - 3.0)
@@ -298,6 +317,8 @@ class CompiledValidationTest(testtools.TestCase):
 
 def _validating_endpoint(schema_name):
     class Endpoint:
+        max_clock_skew = 0.0
+
         def __init__(self):
             self.calls = []
 
@@ -332,6 +353,7 @@ class ExpiredReportSheddingTest(testtools.TestCase):
 
         class Endpoint:
             calls = []
+            max_clock_skew = 0.0
 
             @rpc.validated("report_state")
             def report_state(self, ctxt, host, state):
