@@ -27,7 +27,8 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 _COLOURS = {"agent_kill": "tab:red", "agent_stop": "tab:orange", "cut_off": "tab:purple",
             "guard_kill": "tab:brown", "broker_cut": "tab:blue",
-            "scheduler_kill": "tab:cyan", "db_cut": "tab:olive"}
+            "scheduler_kill": "tab:cyan", "db_cut": "tab:olive",
+            "clock_skew": "tab:pink"}
 
 
 def plot(result: nemesis.Result, path: str) -> None:
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=os.path.join(RESULTS, "nemesis"))
     parser.add_argument("--db-faults", action="store_true",
                         help="also cut the database off from every process (UDP reports)")
+    parser.add_argument("--clock-faults", action="store_true",
+                        help="also step the scheduler's wall clock by up to 1 s either way")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         began = time.monotonic()
         log_dir = os.path.join(os.path.dirname(args.output), "nemesis-logs", f"seed{seed}")
         result = nemesis.run(seed, args.duration, log_dir=log_dir, progress=True,
-                             db_faults=args.db_faults)
+                             db_faults=args.db_faults, clock_faults=args.clock_faults)
         elapsed = time.monotonic() - began
         print(result.report(), flush=True)
         failed += not result.ok

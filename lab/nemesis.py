@@ -21,10 +21,19 @@ then reconnected, the broker link of every agent cut then restored, the
 scheduler killed (whole process group) then started, a node guard killed then
 started; with ``db_faults`` (``--db-faults``) also the database cut off from
 every process (connections refused, or stalled) then restored, on a cloud
-whose agents report over UDP first (the path that rides through it). Not
-covered, because the ``Cloud`` fixture cannot do them yet: clock skew or NTP
-steps, a broker crash (the machine's RabbitMQ is shared), packet delay or
+whose agents report over UDP first (the path that rides through it); with
+``clock_faults`` (``--clock-faults``) also the scheduler's wall clock stepped
+0.3-1 s forwards or backwards (within ``[DEFAULT] max_clock_skew``) then
+back (lab/clockskew). Not covered, because the ``Cloud`` fixture cannot do
+them yet: a broker crash (the machine's RabbitMQ is shared), packet delay or
 loss short of a cut, disk or memory pressure.
+
+The one combination that check (f) does not count: the scheduler killed
+while the database is cut off. Then no path can renew a lease (UDP and RPC
+need a scheduler, HTTP and every renewal the database), and a node cannot
+tell that from being cut off itself, when the control plane, alive on the
+other side, would move its routers after agent_down_time: it must fence.
+Such fences are listed in the report as explained, not as violations.
 
 Run one seed by hand (as root)::
 
@@ -82,11 +91,14 @@ NODE_KINDS = ("agent_kill", "agent_stop", "cut_off", "guard_kill")
 CONTROL_KINDS = ("broker_cut", "scheduler_kill")
 KINDS = NODE_KINDS + CONTROL_KINDS
 DB_KINDS = ("db_cut",)  # only with db_faults: the default schedules stay as they were
+CLOCK_KINDS = ("clock_skew",)  # only with clock_faults, likewise
+# A clock step, either way, of the scheduler (seconds; max_clock_skew is 1 s).
+SKEW_RANGE = (0.3, 1.0)
 # Window lengths per kind: kills span both a quick restart (< RESTART_GRACE,
 # nothing may move) and a node that stays down (fenced and moved).
 LENGTHS = {"agent_kill": (0.3, 6.0), "agent_stop": (1.0, 6.0), "cut_off": (1.0, 8.0),
            "guard_kill": (0.5, 6.0), "broker_cut": (2.0, 8.0),
-           "scheduler_kill": (2.0, 8.0), "db_cut": (2.0, 10.0)}
+           "scheduler_kill": (2.0, 8.0), "db_cut": (2.0, 10.0), "clock_skew": (2.0, 10.0)}
 FIRST_FAULT_AT = 2.0
 MAX_CONCURRENT = 2
 
@@ -94,9 +106,11 @@ _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(\d{3}) ")
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def replay_command(seed: int, duration: float, db_faults: bool = False) -> str:
+def replay_command(seed: int, duration: float, db_faults: bool = False,
+                   clock_faults: bool = False) -> str:
     return (f"cd {_REPO} && sudo PYTHONPATH=$PWD {sys.executable} -m lab.nemesis "
-            f"--seed {seed} --duration {duration:g}" + (" --db-faults" if db_faults else ""))
+            f"--seed {seed} --duration {duration:g}" + (" --db-faults" if db_faults else "")
+            + (" --clock-faults" if clock_faults else ""))
 
 
 # --------------------------------------------------------------------------
@@ -112,6 +126,7 @@ class Fault:
     start: float
     length: float
     mode: str | None = None  # "reset"/"drop" for link cuts
+    offset: float | None = None  # seconds, for a clock step
     injected_at: float | None = None  # time.time() of the actual inject/heal
     healed_at: float | None = None
 
@@ -132,11 +147,14 @@ class Fault:
             return {f"net-{a}" for a in agents}
         if self.kind == "db_cut":
             return {"database"}
+        if self.kind == "clock_skew":
+            return {"clock"}
         return {"scheduler"}
 
     def label(self) -> str:
         where = f" {self.node}" if self.node else ""
-        how = f" ({self.mode})" if self.mode else ""
+        how = (f" ({self.mode})" if self.mode else
+               f" ({self.offset:+.2f}s)" if self.offset is not None else "")
         return f"{self.kind}{where}{how}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,12 +165,13 @@ class Nemesis:
     """The fault schedule of one seed, and how to apply it to a ``Cloud``."""
 
     def __init__(self, seed: int, duration: float, agents: tuple[str, ...] = AGENTS,
-                 db_faults: bool = False) -> None:
+                 db_faults: bool = False, clock_faults: bool = False) -> None:
         self.seed = seed
         self.duration = duration
         self.agents = agents
-        self.kinds = KINDS + (DB_KINDS if db_faults else ())
-        self.control_kinds = CONTROL_KINDS + (DB_KINDS if db_faults else ())
+        extra = (DB_KINDS if db_faults else ()) + (CLOCK_KINDS if clock_faults else ())
+        self.kinds = KINDS + extra
+        self.control_kinds = CONTROL_KINDS + extra
         self.schedule = self._draw(random.Random(seed))
 
     # -- drawing
@@ -190,7 +209,10 @@ class Nemesis:
             node = rng.choice(self.agents)
         mode = (rng.choice(("reset", "drop")) if kind in ("cut_off", "broker_cut", "db_cut")
                 else None)
-        return Fault(kind, node, round(at, 2), round(rng.uniform(lo, hi), 2), mode)
+        length = round(rng.uniform(lo, hi), 2)
+        offset = (round(rng.choice((-1, 1)) * rng.uniform(*SKEW_RANGE), 2)
+                  if kind == "clock_skew" else None)
+        return Fault(kind, node, round(at, 2), length, mode, offset)
 
     def _place(self, placed: list[Fault], fault: Fault) -> bool:
         # 1 s between two windows on one resource: a heal must take effect
@@ -227,6 +249,8 @@ class Nemesis:
             cloud.scheduler(1).kill_group()
         elif fault.kind == "db_cut":
             cloud.cut_db(fault.mode)
+        elif fault.kind == "clock_skew":
+            cloud.skew_clock(1, fault.offset)
         fault.injected_at = time.time()
 
     def heal(self, cloud: cloud_mod.Cloud, fault: Fault) -> None:
@@ -245,6 +269,8 @@ class Nemesis:
             cloud.start_scheduler(1)
         elif fault.kind == "db_cut":
             cloud.restore_db()
+        elif fault.kind == "clock_skew":
+            cloud.skew_clock(1, 0.0)
         fault.healed_at = time.time()
 
     def play(self, cloud: cloud_mod.Cloud, t0: float, errors: list[str]) -> None:
@@ -499,6 +525,9 @@ class Result:
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
     log_dir: str | None = None
     db_faults: bool = False
+    clock_faults: bool = False
+    # Fences that check (f) does not count (see the module doc), with why.
+    explained_fences: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -516,6 +545,8 @@ class Result:
                   f"injected {_clock(f.injected_at)} healed {_clock(f.healed_at)}"
                   for f in self.faults]
         lines += [str(v) for v in self.violations]
+        lines += [f"  explained fence of {f['node']} at {_clock(f['at'])}: {f['why']}"
+                  for f in self.explained_fences]
         if self.log_dir:
             lines.append(f"  process logs: {self.log_dir}")
         return "\n".join(lines)
@@ -563,7 +594,8 @@ class Checker:
 
     def __init__(self, result: Result) -> None:
         self.result = result
-        self.replay = replay_command(result.seed, result.duration, result.db_faults)
+        self.replay = replay_command(result.seed, result.duration, result.db_faults,
+                                     result.clock_faults)
 
     def add(self, check: str, what: str, at: float | None = None) -> None:
         self.result.violations.append(Violation(check, what, at, self.result.seed, self.replay))
@@ -650,6 +682,10 @@ class Checker:
                 return f.injected_at is not None and f.injected_at <= at <= healed + grace
             if any(f.node == fence["node"] and active(f, NODE_FAULT_GRACE) for f in faults):
                 continue
+            why = self.no_lease_path(faults, at, end)
+            if why:
+                self.result.explained_fences.append(dict(fence, why=why))
+                continue
             cp = [f.label() for f in faults if f.node is None and active(f, 5.0)]
             others = [f.label() for f in faults if f.node not in (None, fence["node"])
                       and active(f, 0.0)]
@@ -659,6 +695,26 @@ class Checker:
                 context += f"; faults elsewhere: {', '.join(others)}"
             self.add("f", f"node {fence['node']} fenced {context}, no fault on that node: "
                           f"{fence['line']}", at)
+
+
+    @staticmethod
+    def no_lease_path(faults: list[Fault], at: float, end: float) -> str | None:
+        """Why no lease could be renewed at ``at``, or None: the scheduler was
+        killed while the database was cut off (see the module doc). Counted
+        from when both were in force until 5 s after the first heal (a
+        scheduler takes that long to take reports again)."""
+        def window(f: Fault) -> tuple[float, float] | None:
+            if f.injected_at is None:
+                return None
+            return f.injected_at, f.healed_at if f.healed_at is not None else end
+        kills = [w for f in faults if f.kind == "scheduler_kill" and (w := window(f))]
+        cuts = [w for f in faults if f.kind == "db_cut" and (w := window(f))]
+        for k in kills:
+            for c in cuts:
+                if max(k[0], c[0]) <= at <= min(k[1], c[1]) + 5.0:
+                    return ("every lease path was down: the scheduler killed while the "
+                            "database was cut off")
+        return None
 
 
 def _ping_gaps(sweep: Sweep, gateways: dict[str, str], threshold: float = 1.0
@@ -695,13 +751,14 @@ def _ping_gaps(sweep: Sweep, gateways: dict[str, str], threshold: float = 1.0
 
 
 def run(seed: int, duration: float = 60.0, log_dir: str | None = None,
-        progress: bool = False, db_faults: bool = False) -> Result:
+        progress: bool = False, db_faults: bool = False,
+        clock_faults: bool = False) -> Result:
     """Play seed ``seed`` for ``duration`` seconds against a fresh cloud and
     check the history. Process logs are copied to ``log_dir`` (default: a new
     /tmp/nemesis-<seed>-* directory when there are violations)."""
-    nemesis = Nemesis(seed, duration, db_faults=db_faults)
+    nemesis = Nemesis(seed, duration, db_faults=db_faults, clock_faults=clock_faults)
     result = Result(seed=seed, duration=duration, faults=nemesis.schedule,
-                    db_faults=db_faults)
+                    db_faults=db_faults, clock_faults=clock_faults)
     checker = Checker(result)
 
     def say(msg: str) -> None:
@@ -710,7 +767,7 @@ def run(seed: int, duration: float = 60.0, log_dir: str | None = None,
 
     with cloud_mod.Cloud(agents=AGENTS, proxied_agents=AGENTS,
                          restart_grace=RESTART_GRACE, udp_reports=db_faults,
-                         db_proxy=db_faults) as cloud:
+                         db_proxy=db_faults, clock_skew=clock_faults) as cloud:
         sampler = invariants.InvariantSampler(cloud.token + "-").start()
         live: dict[str, str] = {}
         gateways: dict[str, str] = {}
@@ -819,11 +876,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-dir", default=None)
     parser.add_argument("--db-faults", action="store_true",
                         help="also cut the database off (UDP reports, outage notices)")
+    parser.add_argument("--clock-faults", action="store_true",
+                        help="also step the scheduler's wall clock (lab/clockskew)")
     args = parser.parse_args(argv)
     if not netlab.have_root():
         parser.error(netlab.ROOT_REASON)
     result = run(args.seed, args.duration, args.log_dir, progress=True,
-                 db_faults=args.db_faults)
+                 db_faults=args.db_faults, clock_faults=args.clock_faults)
     print(result.report())
     return 0 if result.ok else 1
 

@@ -315,11 +315,14 @@ class UdpLeaseReceiver:
 
 def _waited(ancdata: list) -> float:
     """Seconds the datagram waited in the socket: now minus the kernel's
-    arrival stamp (both this host's wall clock, read microseconds apart)."""
+    arrival stamp (both this host's wall clock, read microseconds apart).
+    CLOCK_REALTIME read directly, the clock the kernel stamps with: a
+    ``time.time()`` replaced by a test's clock skew (lab/clockskew) would
+    make every datagram look old or new by the skew."""
     for level, kind, value in ancdata:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
             sec, nsec = _TIMESPEC.unpack(value[:_TIMESPEC.size])
-            return max(0.0, time.time() - (sec + nsec / 1e9))
+            return max(0.0, time.clock_gettime(time.CLOCK_REALTIME) - (sec + nsec / 1e9))
     return 0.0
 
 

@@ -33,7 +33,8 @@ class ScheduleTest(testtools.TestCase):
         self.assertGreater(overlaps, 0)
 
 
-class FenceCheckTest(testtools.TestCase):
+class _Fences:
+    """Check (f) on one fence of node a, against the given fault windows."""
 
     def check(self, faults, fence_at):
         result = nemesis.Result(seed=1, duration=60, started_at=100.0)
@@ -45,6 +46,9 @@ class FenceCheckTest(testtools.TestCase):
     def fault(self, kind, node, injected, healed):
         return nemesis.Fault(kind, node, injected - 100, healed - injected,
                              injected_at=injected, healed_at=healed)
+
+
+class FenceCheckTest(_Fences, testtools.TestCase):
 
     def test_a_fault_on_the_node_explains_its_fence(self):
         self.assertEqual([], self.check([self.fault("cut_off", "a", 110, 115)], 113))
@@ -73,3 +77,50 @@ class DatabaseFaultsTest(testtools.TestCase):
                 if f.kind == "db_cut"]
         self.assertEqual({"reset", "drop"}, {f.mode for f in cuts})
         self.assertTrue(all(f.node is None for f in cuts), "a control-plane fault")
+
+
+class ClockFaultsTest(testtools.TestCase):
+    def test_default_schedules_draw_no_clock_step(self):
+        # Adding a kind must not change what the CI seeds draw.
+        for seed in (4, 11, 18):
+            kinds = {f.kind for f in nemesis.Nemesis(seed, 45).schedule}
+            self.assertNotIn("clock_skew", kinds)
+
+    def test_clock_faults_step_both_ways_within_max_clock_skew(self):
+        steps = [f for seed in range(20)
+                 for f in nemesis.Nemesis(seed, 60, clock_faults=True).schedule
+                 if f.kind == "clock_skew"]
+        self.assertTrue(steps)
+        self.assertTrue(any(f.offset > 0 for f in steps))
+        self.assertTrue(any(f.offset < 0 for f in steps))
+        lo, hi = nemesis.SKEW_RANGE
+        self.assertTrue(all(lo <= abs(f.offset) <= hi for f in steps))
+        self.assertRegex(steps[0].label(), r"^clock_skew \([+-]\d\.\d\ds\)$")
+        self.assertIn("--clock-faults", nemesis.replay_command(1, 60, clock_faults=True))
+
+
+class NoLeasePathTest(_Fences, testtools.TestCase):
+    """The scheduler killed while the database is cut off leaves a node no
+    way to renew its lease: its fence is explained, not a violation."""
+
+    def test_scheduler_killed_during_a_database_cut_explains_a_fence(self):
+        faults = [self.fault("db_cut", None, 110, 118),
+                  self.fault("scheduler_kill", None, 112, 116)]
+        result = nemesis.Result(seed=1, duration=60, started_at=100.0)
+        nemesis.Checker(result).fences(
+            [{"node": "a", "at": 114.0, "by": "guard-a", "line": "fencing x"}],
+            faults, end=160.0)
+        self.assertEqual([], result.violations)
+        self.assertEqual(1, len(result.explained_fences))
+        self.assertIn("every lease path was down", result.report())
+
+    def test_either_alone_does_not(self):
+        for fault in (self.fault("db_cut", None, 110, 118),
+                      self.fault("scheduler_kill", None, 110, 118)):
+            self.assertEqual(["f"], [v.check for v in self.check([fault], 114)])
+
+    def test_nor_a_fence_before_both_were_in_force_or_long_after(self):
+        faults = [self.fault("db_cut", None, 110, 118),
+                  self.fault("scheduler_kill", None, 115, 117)]
+        self.assertEqual(["f"], [v.check for v in self.check(faults, 113)])
+        self.assertEqual(["f"], [v.check for v in self.check(faults, 123)])
