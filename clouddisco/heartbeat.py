@@ -52,6 +52,22 @@ GUARD_STATUSES = (GUARD_OK, "missing", "stale", "mismatch")
 KERNEL_SUFFIX = "+kernel"
 
 
+# Seconds kept back from agent_down_time - lease_time when accepting an
+# outage answer (see outage_accept): message delay from the answering replica,
+# and the monitor's pass granularity.
+OUTAGE_SLACK = 0.25
+
+
+def outage_accept(agent_down_time: float, lease_time: float) -> float:
+    """How long after sending a report an outage answer (every scheduler
+    replica says the database is unavailable) may still renew a lease that
+    was valid when the report was sent: the control plane cannot have
+    declared the node dead before ``lease_time`` + this has passed since its
+    last stored renewal (clouddisco.agent.reporter explains why). The agent
+    and the node guard apply the same rule."""
+    return max(0.0, agent_down_time - lease_time - OUTAGE_SLACK)
+
+
 def lease_enforced(status: str | None) -> bool:
     """Whether something on the node is sure to silence a silent agent's
     routers when its lease runs out (None: an older agent that does not say)."""

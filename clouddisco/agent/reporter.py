@@ -143,6 +143,13 @@ class StateReporter:
                     self._register_failures += 1
                     backoff = min(REGISTER_BACKOFF_MAX,
                                   self.interval * 2 ** min(self._register_failures, 6))
+                    if lease.effective_expiry(self.state_dir, self.host) > sent:
+                        # The node guard holds the node's lease for this
+                        # registration (an agent restart; through a database
+                        # outage on outage answers). One later than the
+                        # guard's restart_grace is worth nothing: the node
+                        # fences. No backoff past the interval meanwhile.
+                        backoff = self.interval
                     self._next_register = sent + backoff * random.uniform(0.5, 1.0)
                     raise
                 self._register_failures = 0

@@ -43,12 +43,6 @@ class AgentEndpoint:
         self.worker.remove(router_ids, lease_generation)
 
 
-# Seconds kept back from agent_down_time - lease_time when accepting an
-# outage answer (see StateReporter._outage_renewal_allowed): message delay
-# from the answering replica, and the monitor's pass granularity.
-OUTAGE_SLACK = 0.25
-
-
 class L3AgentService:
     def __init__(self, conf: cfg.ConfigOpts, driver: base.RouterDriver, transport) -> None:
         self.host = conf.host
@@ -76,8 +70,8 @@ class L3AgentService:
             udp=(heartbeat.UdpReporter(conf.agent.report_udp_endpoints,
                                        conf.health.report_key)
                  if conf.agent.report_udp_endpoints else None),
-            outage_accept=max(0.0, conf.health.agent_down_time - conf.health.lease_time
-                              - OUTAGE_SLACK))
+            outage_accept=heartbeat.outage_accept(conf.health.agent_down_time,
+                                                  conf.health.lease_time))
         self.worker = routers.RouterWorker(self.host, driver, scheduler, self.node,
                                            retry_interval=conf.agent.report_interval)
         self.enforcer = node_mod.LeaseEnforcer(self.node, driver, self.reporter.fenced)

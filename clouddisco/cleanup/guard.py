@@ -69,7 +69,9 @@ class NodeGuard:
     def __init__(self, host: str, driver: base.RouterDriver, scheduler: rpc.SchedulerAPI, *,
                  state_dir: str, restart_grace: float, renew_interval: float,
                  rpc_timeout: float, lock_timeout: float = 0.25,
-                 http: heartbeat.HttpReporter | None = None) -> None:
+                 http: heartbeat.HttpReporter | None = None,
+                 udp: heartbeat.UdpReporter | None = None,
+                 outage_accept: float = 0.0) -> None:
         self.host = host
         self.driver = driver
         self.scheduler = scheduler
@@ -81,6 +83,13 @@ class NodeGuard:
         # Renewals also go to the API when RPC does not answer in time, so an
         # agent restart during a broker or scheduler outage fences nothing.
         self.http = http
+        # Renewals go over UDP first when the node reports so: the scheduler
+        # replicas' lease receivers answer even while the database is out,
+        # with outage notices, which renew a valid lease within outage_accept
+        # of sending (heartbeat.outage_accept), as they do the agent's. An
+        # agent restart during a database outage then fences nothing.
+        self.udp = udp
+        self.outage_accept = outage_accept
         self.agent_down_since: float | None = None
         self.last_renewal_sent = 0.0
         self.unreported_fence: tuple[int, str] | None = None
@@ -91,6 +100,7 @@ class NodeGuard:
         self._fence_report: concurrent.futures.Future | None = None
         self._fence_failures = 0
         self._fence_retry_at = 0.0
+        self._in_outage = False  # the last renewal applied was an outage answer
 
     def close(self) -> None:
         self._rpc.shutdown(wait=False, cancel_futures=True)
@@ -117,7 +127,7 @@ class NodeGuard:
         agent = lease.read(self.state_dir, self.host, lease.AGENT)
         node = lease.read(self.state_dir, self.host, lease.NODE)
         generation = max(agent.generation, node.generation)
-        self._apply_renewal(generation)
+        self._apply_renewal(generation, now)
         self._report_fence(generation)
         if generation == 0:
             # Never leased: nothing may serve here yet.
@@ -178,6 +188,13 @@ class NodeGuard:
         return "renewal sent"
 
     def _renewal_call(self, generation: int, sent: float) -> tuple[int, float, dict]:
+        if self.udp is not None:
+            try:
+                answer = self.udp.report(self.host, self._guard_report(generation),
+                                         self.renew_interval / 3)
+                return generation, sent, self._renewal_answer(answer)
+            except Exception as exc:
+                LOG.debug("renewal over UDP failed (%s); trying RPC", exc)
         if self.http is None:
             return generation, sent, self.scheduler.renew_lease(self.host, generation,
                                                                 self.rpc_timeout)
@@ -189,14 +206,26 @@ class NodeGuard:
         except Exception as exc:
             LOG.debug("renewal over RPC failed (%s); trying the API", exc)
             # The guard is alive and checking: its own report says so.
-            answer = self.http.report(self.host, {"lease_generation": generation,
-                                                  "guard": heartbeat.GUARD_OK},
+            answer = self.http.report(self.host, self._guard_report(generation),
                                       self.renew_interval / 2)
-            reply = {"granted": answer.get("registered", False),
-                     "lease_time": answer.get("lease_time")}
+            reply = self._renewal_answer(answer)
         return generation, sent, reply
 
-    def _apply_renewal(self, generation: int) -> None:
+    @staticmethod
+    def _guard_report(generation: int) -> dict:
+        # The guard is alive and checking: its own report says so.
+        return {"lease_generation": generation, "guard": heartbeat.GUARD_OK}
+
+    @staticmethod
+    def _renewal_answer(answer: dict) -> dict:
+        """A state report's answer as renew_lease's."""
+        if answer.get("outage"):
+            return {"granted": True, "outage": True, "lease_time": answer.get("lease_time"),
+                    "replicas": answer.get("replicas", [])}
+        return {"granted": answer.get("registered", False),
+                "lease_time": answer.get("lease_time")}
+
+    def _apply_renewal(self, generation: int, now: float) -> None:
         """Apply a renewal that has come back, if it is still for this lease."""
         future = self._renewal
         if future is None or not future.done():
@@ -214,9 +243,42 @@ class NodeGuard:
             return
         if renewed != generation or lease.fenced(self.state_dir, self.host, renewed):
             return  # the agent registered again, or the node fenced meanwhile
+        if reply.get("outage"):
+            if not self._outage_renewal_allowed(sent, now, reply):
+                return
+        elif self._in_outage:
+            LOG.warning("the control plane renews the lease of %s normally again",
+                        self.host)
+            self._in_outage = False
         lease.write(self.state_dir, lease.Lease(
             host=self.host, generation=renewed, expires=sent + reply["lease_time"],
             renewed_at=sent), lease.NODE)
+
+    def _outage_renewal_allowed(self, sent: float, now: float, reply: dict) -> bool:
+        """The agent's rule (StateReporter._outage_renewal_allowed): only a
+        lease still valid when the renewal was sent, only an answer back
+        within outage_accept. While it holds, the agent's restart_grace
+        counts from the latest such renewal: nothing can move during the
+        outage, so fencing then would only darken the node, and the agent
+        cannot register again until the database is back."""
+        late = now - sent
+        if sent >= lease.effective_expiry(self.state_dir, self.host) \
+                or late > self.outage_accept:
+            LOG.warning("outage answer from %s not used for %s: %s",
+                        ", ".join(reply.get("replicas", [])), self.host,
+                        f"it came {late:.2f}s after the renewal (at most "
+                        f"{self.outage_accept:.2f}s)" if late > self.outage_accept
+                        else "the lease had already run out when the renewal was sent")
+            return False
+        if self.agent_down_since is not None:
+            if not self._in_outage:
+                LOG.warning("the database is unavailable to every scheduler replica (%s): "
+                            "the lease of %s is renewed on their outage answers while its "
+                            "agent restarts; restart_grace counts from the outage's end",
+                            ", ".join(reply.get("replicas", [])), self.host)
+            self.agent_down_since = max(self.agent_down_since, now)
+        self._in_outage = True
+        return True
 
     def fence(self, generation: int, reason: str, now: float) -> str:
         """Remove every router of this node, then record and report the fence.

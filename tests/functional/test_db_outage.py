@@ -17,6 +17,7 @@ import time
 
 import requests
 
+from clouddisco import lease
 from lab import invariants
 from lab import netlab
 from tests.functional import cloud as cloud_mod
@@ -109,6 +110,37 @@ class DatabaseOutageTest(cloud_mod.CloudTestCase):
         cloud, sampler, routers = self.build()
         gap, _ = self.through_outage(cloud, routers, "drop")
         self.assert_untouched(cloud, sampler, routers, gap)
+
+    def test_agent_restarted_during_a_database_outage_fences_nothing(self):
+        """The node guard renews the lease on the replicas' outage answers
+        while the agent restarts, and restart_grace counts from the outage's
+        end: the new agent registers once the database is back and adopts
+        its routers. Before, the guard's renewals (RPC or HTTP, both needing
+        the database) failed and the node fenced lease_time after the kill."""
+        cloud, sampler, routers = self.build()
+        victim = cloud.agent_of(routers[0])
+        generation = self.generation(cloud, victim)
+        with netlab.Pinger(cloud.probe, routers[0]["external_gateway_ip"]) as pinger:
+            netlab.wait_for(lambda: len(pinger.replies()) > 5, 10, what="pings")
+            started = time.time()
+            self.fences_before = self.fences(cloud)
+            cloud.cut_db("reset")
+            time.sleep(1.0)
+            cloud.agent(victim).kill()
+            time.sleep(1.0)
+            cloud.start_agent(victim)
+            time.sleep(OUTAGE - 2.0)
+            cloud.restore_db()
+            netlab.wait_for(lambda: self.generation(cloud, victim) > generation, 30, 0.5,
+                            "the restarted agent to register again")
+            time.sleep(cloud.agent_down_time + 1)  # long enough for any wrong move
+            gap = pinger.max_gap(after=started - 0.05)
+        self.assert_untouched(cloud, sampler, routers, gap)
+
+    @staticmethod
+    def generation(cloud, agent):
+        """The lease generation the node's agent last wrote."""
+        return lease.read(cloud.state_dir(agent), cloud.host(agent), lease.AGENT).generation
 
     def test_node_cut_off_during_a_database_outage_still_fences_and_moves(self):
         """Outage notices renew only what reaches every replica: a node cut

@@ -191,3 +191,72 @@ class NodeGuardTest(testtools.TestCase):
     def test_no_lease_ever_removes_unleased_routers(self):
         self.assertEqual("removed unleased", self.guard.tick())
         self.assertEqual(set(), self.driver.list_routers())
+
+
+class FakeUdp:
+    """The lease receivers of every replica, answering a guard's report."""
+
+    def __init__(self):
+        self.reports = []
+        self.answer = {"outage": True, "lease_time": 2.0, "replicas": ["r1", "r2"]}
+
+    def report(self, host, state, timeout):
+        self.reports.append(state)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return dict(self.answer)
+
+
+class OutageRenewalTest(testtools.TestCase):
+    """A database outage while the agent restarts: the guard renews the
+    lease on the replicas' outage answers (the agent's own rule), and the
+    agent's restart_grace counts from the outage's end."""
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(fixtures.MockPatch(
+            "clouddisco.cleanup.guard.FENCE_REPORT_RETRY", 0.0))
+        self.state_dir = self.useFixture(fixtures.TempDir()).path
+        self.driver = fake.FakeRouterDriver("qr-", "br-ex")
+        self.driver.ensure([spec(2), spec(3)])
+        self.scheduler = FakeScheduler()
+        self.scheduler.fail = True  # RPC needs the database too
+        self.udp = FakeUdp()
+        self.guard = guard.NodeGuard(HOST, self.driver, self.scheduler,
+                                     state_dir=self.state_dir, restart_grace=2.0,
+                                     renew_interval=1.0, rpc_timeout=1.0, udp=self.udp,
+                                     outage_accept=1.25)
+        self.addCleanup(self.guard.close)
+        self.now = time.monotonic()
+        lease.write(self.state_dir, lease.Lease(
+            host=HOST, generation=1, expires=self.now + 2.0, renewed_at=self.now,
+            pid=999_999), lease.AGENT)
+        lease.write_pid(self.state_dir, HOST, 999_999)  # crashed, restarting
+
+    def settle(self, t):
+        result = self.guard.tick(t)
+        self.assertTrue(self.guard.rpc_idle(10))
+        return result
+
+    def test_outage_answers_keep_the_node_serving_past_restart_grace(self):
+        results = [self.settle(self.now + 0.5 * i) for i in range(1, 21)]  # 10 s
+        self.assertNotIn("fenced", results)
+        self.assertEqual(2, len(self.driver.list_routers()))
+        node = lease.read(self.state_dir, HOST, lease.NODE)
+        self.assertGreater(node.expires, self.now + 10.0)
+        self.assertEqual({"lease_generation": 1, "guard": "ok"}, self.udp.reports[0])
+        # The database is back, the agent does not register: restart_grace
+        # after the last outage renewal, the node fences as ever.
+        self.udp.answer = {"registered": True, "lease_time": 2.0}
+        t = self.now + 10.0
+        while self.settle(t) != "fenced":
+            t += 0.5
+            self.assertLess(t, self.now + 20)
+        self.assertGreater(t, self.now + 10.0 + 2.0)
+        self.assertIn("restart_grace", self.guard.unreported_fence[1])
+
+    def test_an_outage_answer_later_than_outage_accept_renews_nothing(self):
+        self.guard.outage_accept = 0.0
+        results = [self.settle(self.now + 0.5 * i) for i in range(1, 8)]
+        self.assertIn("fenced", results)
+        self.assertEqual(0, lease.read(self.state_dir, HOST, lease.NODE).expires)

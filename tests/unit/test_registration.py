@@ -72,6 +72,43 @@ class ReporterRegistrationIdTest(testtools.TestCase):
         self.assertTrue(all(scheduler.ids))
 
 
+class RegistrationBackoffTest(testtools.TestCase):
+    """Failed registrations back off (a fleet restarted at once must not
+    retry in lockstep), except while the node guard holds the node's lease
+    for this one: a registration later than restart_grace is worth nothing,
+    the node fences (an agent restarted during a database outage)."""
+
+    def failing(self, times, lease_valid):
+        import time
+
+        from clouddisco import lease
+
+        class Down:
+            def register(self_, host, prefix, timeout=None, registration_id=None):
+                raise TimeoutError("the database is unavailable")
+
+        state_dir = self.useFixture(fixtures.TempDir()).path
+        rep = reporter.StateReporter(HOST, "qr-", Down(), interval=1.0,
+                                     state_dir=state_dir, on_connected=lambda: None,
+                                     state=lambda: {})
+        self.addCleanup(rep.stop)
+        for _ in range(times):
+            if lease_valid:  # what the node guard keeps renewing
+                lease.write(state_dir, lease.Lease(
+                    host=HOST, generation=1, expires=time.monotonic() + 2.0,
+                    renewed_at=time.monotonic()), lease.NODE)
+            rep._next_register = 0.0
+            sent = time.monotonic()
+            self.assertFalse(rep.report_once())
+        return rep._next_register - sent
+
+    def test_backoff_grows_without_a_lease_to_keep(self):
+        self.assertGreaterEqual(self.failing(5, lease_valid=False), 4.9)
+
+    def test_no_backoff_past_the_interval_while_the_guard_holds_the_lease(self):
+        self.assertLessEqual(self.failing(5, lease_valid=True), 1.0 + 0.01)
+
+
 class SlowRegistrationTest(testtools.TestCase):
     """A registration answered when its lease (counted from the call) is all
     but over must not be written: the guard would fence the new generation
