@@ -229,6 +229,33 @@ class Database:
             s.execute(sa.delete(m.RouterBinding).where(m.RouterBinding.router_id == router_id))
             return s.execute(sa.delete(m.Router).where(m.Router.id == router_id)).rowcount > 0
 
+    def delete_unserved_router(self, router_id: str, agent_id: str | None) -> bool:
+        """Drop a DELETING router that no live agent can be asked to remove,
+        if its active binding is still on ``agent_id`` (None: still unbound).
+
+        False, dropping nothing, when it has moved since the caller looked: a
+        failover that read the router before the DELETE rebinds it to a live
+        agent and sends it there. Dropping the row then would leave that copy
+        serving, and free its gateway address for the next router (nemesis
+        seed 102: two namespaces with one address on one node for 13 s). The
+        caller looks again; the router is now that agent's to remove.
+        """
+        rb = m.RouterBinding
+        with self._session() as s:
+            bound = s.execute(sa.select(rb.agent_id).where(
+                rb.router_id == router_id, rb.role == m.ROLE_ACTIVE).with_for_update()).first()
+            if (bound[0] if bound else None) != agent_id:
+                return False
+            s.execute(sa.delete(rb).where(rb.router_id == router_id))
+            return s.execute(sa.delete(m.Router).where(
+                m.Router.id == router_id, m.Router.status == m.DELETING)).rowcount > 0
+
+    def agent_generation(self, host: str) -> int | None:
+        """The lease generation of ``host``'s agent; None if it never registered."""
+        with self._session() as s:
+            return s.execute(sa.select(m.Agent.lease_generation)
+                             .where(m.Agent.host == host)).scalar()
+
     def router_placement(self, router_id: str) -> tuple[dict, dict | None]:
         """The router and the agent row (or None) of its active binding."""
         with self._session() as s:

@@ -72,7 +72,19 @@ class RouterDispatcher:
         if removed:
             self.agents.routers_removed(host, removed, lease_generation)
 
-    def delete(self, router_id: str) -> None:
+    def remove_strays(self, host: str, router_ids: Sequence[str]) -> None:
+        """Ask ``host``'s agent to remove copies it reported ACTIVE that the
+        server does not bind there (deleted, or moved elsewhere), rather than
+        leave them serving until its next resync. Only for the agent's
+        current registration: an older one's routers went with its resync."""
+        generation = self.db.agent_generation(host)
+        if generation is None or not router_ids:
+            return
+        LOG.warning("asking %s to remove %d router(s) it reported ACTIVE but does not "
+                    "host: %s", host, len(router_ids), ", ".join(router_ids))
+        self.agents.routers_removed(host, list(router_ids), generation)
+
+    def delete(self, router_id: str, attempts: int = 3) -> None:
         """Finish a DELETING router: ask its agent, or drop it if nobody hosts it."""
         try:
             router, agent = self.db.router_placement(router_id)
@@ -95,9 +107,16 @@ class RouterDispatcher:
             return
         if agent is None or agent["dead_since"] is not None:
             # Nobody serves it (or its agent is dead and cleanup fences the node):
-            # nothing to tear down that the control plane can reach.
-            self.db.delete_router(router_id)
-            LOG.info("router %s deleted (no live agent hosted it)", router_id)
+            # nothing to tear down that the control plane can reach. Unless a
+            # failover moved it to a live agent since we looked: look again.
+            if self.db.delete_unserved_router(router_id, agent["id"] if agent else None):
+                LOG.info("router %s deleted (no live agent hosted it)", router_id)
+            elif attempts > 1:
+                LOG.info("router %s moved while being deleted; looking again", router_id)
+                self.delete(router_id, attempts - 1)
+            else:
+                LOG.warning("router %s keeps moving while being deleted; the monitor "
+                            "finishes it", router_id)
             return
         LOG.info("router %s: asking agent %s (%s) to remove it", router_id, agent["id"],
                  agent["host"])

@@ -74,6 +74,13 @@ class SchedulerEndpoint:
             level("router %s reported %s by %s: %s%s", router_id,
                   reports[router_id]["status"], host, what,
                   f" ({reason})" if reason else "")
+        # A copy the server does not bind here (deleted, or moved elsewhere)
+        # must not keep serving until the agent's next resync: ask for its
+        # removal now, for the agent's current registration only.
+        stray = sorted(rid for rid, what in outcome.items()
+                       if what in ("gone", "ignored") and reports[rid]["status"] == "ACTIVE")
+        if stray:
+            self.dispatcher.remove_strays(host, stray)
         return None
 
     @rpc.validated("router_id")

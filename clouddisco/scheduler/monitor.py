@@ -187,9 +187,9 @@ class HealthMonitor:
             return []
         deleting = [b for b in bindings if b["router_status"] == models.DELETING]
         for b in deleting:
-            self.db.delete_router(b["router_id"])
-            LOG.info("router %s deleted: it was being deleted on dead agent %s",
-                     b["router_id"], b["agent_id"])
+            if self.db.delete_unserved_router(b["router_id"], b["agent_id"]):
+                LOG.info("router %s deleted: it was being deleted on dead agent %s",
+                         b["router_id"], b["agent_id"])
         bindings = [b for b in bindings if b["router_status"] != models.DELETING]
         if not bindings:
             return []

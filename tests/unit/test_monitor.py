@@ -513,3 +513,51 @@ class OutageHoldTest(MonitorTestBase):
         self.age_heartbeat("a", DOWN + 1)
         self.monitor.run_once()
         self.assertIn("a", set(self.hosts_of(ids).values()))
+
+
+class DeleteRacingFailoverTest(MonitorTestBase):
+    """A DELETE whose scheduler read the router on its dead agent, while a
+    failover that had read it before the DELETE moved it to a live agent and
+    sent it there (nemesis seed 102). Dropping the row then left the new copy
+    serving and freed its gateway address: the next router got it, on the
+    same node, and two namespaces answered for one address for 13 s."""
+
+    def test_delete_asks_the_new_agent_rather_than_dropping_the_row(self):
+        self.register("a", "b")
+        (rid,) = self.place(1)
+        old = self.hosts_of([rid])[rid]
+        new = "b" if old == "a" else "a"
+        stale = self.db.router_placement(rid)  # what the delete handler read
+        self.age_heartbeat(old, DOWN + 1)
+        self.monitor.run_once()  # moved, and sent to the new agent
+        self.assertEqual(new, self.hosts_of([rid])[rid])
+        self.db.begin_router_delete(rid)
+        router, agent = stale
+        self.db.mark_dead_agents(DOWN)
+        dead = dict(agent, dead_since=self.db.agent_health()[0]["heartbeat_at"])
+        real = self.db.router_placement
+        reads = [(dict(router, status="DELETING"), dead)]
+        self.useFixture(fixtures.MockPatchObject(
+            self.db, "router_placement",
+            side_effect=lambda r: reads.pop() if reads else real(r)))
+        self.dispatcher.delete(rid)
+        # Still there, and its new agent is asked to remove it.
+        self.assertEqual("DELETING", self.db.get_router(rid)["status"])
+        self.assertEqual([(new, [rid])], self.agents_api.removed)
+
+    def test_stray_active_report_gets_the_copy_removed(self):
+        from clouddisco.scheduler import endpoints
+        self.register("a", "b")
+        (rid,) = self.place(1)
+        host = self.hosts_of([rid])[rid]
+        other = "b" if host == "a" else "a"
+        endpoint = endpoints.SchedulerEndpoint(self.db, self.dispatcher, self.monitor, 2.0)
+        # The server binds it to ``host``: ``other`` has a copy it should not.
+        endpoint.update_router_status({}, host=other, reports={rid: {"status": "ACTIVE"}})
+        self.assertEqual([(other, [rid])], self.agents_api.removed)
+        gen = self.db.agent_generation(other)
+        self.assertEqual((other, gen), self.agents_api.generations[-1])
+        # A report from where it is bound asks nothing.
+        self.agents_api.removed.clear()
+        endpoint.update_router_status({}, host=host, reports={rid: {"status": "ACTIVE"}})
+        self.assertEqual([], self.agents_api.removed)
