@@ -124,3 +124,57 @@ class NoLeasePathTest(_Fences, testtools.TestCase):
                   self.fault("scheduler_kill", None, 115, 117)]
         self.assertEqual(["f"], [v.check for v in self.check(faults, 113)])
         self.assertEqual(["f"], [v.check for v in self.check(faults, 123)])
+
+
+class ObserverTest(testtools.TestCase):
+    """Check (e)'s observer: how long the API showed a router ACTIVE whose
+    namespace (with its gateway up) was absent."""
+
+    class Cloud:
+        api_url = "http://api"
+        agent_names = ["a"]
+
+        def host(self, agent):
+            return f"host-{agent}"
+
+        def namespace(self, agent, router_id):
+            return f"ns-{router_id}"
+
+    class Sampler:
+        def latest(self):
+            return None  # no namespace seen anywhere
+
+    def observe(self, observer, answer, at):
+        from unittest import mock
+
+        import requests
+        resp = mock.Mock(ok=True)
+        resp.json.return_value = {"routers": answer}
+        with mock.patch.object(requests, "get", side_effect=(
+                requests.ConnectionError("stalled") if answer is None else [resp])), \
+                mock.patch("time.time", return_value=at):
+            observer.observe()
+
+    def test_an_unanswered_sample_ends_an_absence(self):
+        observer = nemesis.Observer(self.Cloud(), self.Sampler())
+        active = [{"id": "r1", "status": "ACTIVE", "agent_host": "host-a",
+                   "external_gateway_ip": "10.0.0.1"}]
+        self.observe(observer, active, 100.0)
+        self.observe(observer, active, 101.0)
+        self.observe(observer, None, 102.0)  # the API does not answer
+        self.observe(observer, None, 103.0)
+        self.observe(observer, None, 104.0)
+        self.observe(observer, active, 105.0)
+        self.observe(observer, [], 106.0)
+        # Two spans of 2 s and 1 s, not one of 6 s.
+        self.assertEqual([], observer.absences)
+        self.assertEqual(3, observer.failed_samples)
+
+    def test_an_absence_longer_than_the_bound_is_recorded(self):
+        observer = nemesis.Observer(self.Cloud(), self.Sampler())
+        active = [{"id": "r1", "status": "ACTIVE", "agent_host": "host-a",
+                   "external_gateway_ip": "10.0.0.1"}]
+        for t in range(100, 105):
+            self.observe(observer, active, float(t))
+        self.observe(observer, [], 105.0)
+        self.assertEqual([5.0], [a["seconds"] for a in observer.absences])
