@@ -75,6 +75,10 @@ def lease_enforced(status: str | None) -> bool:
 
 SIGNATURE_HEADER = "X-Clouddisco-Signature"
 HTTP_PATH = "/v1/agent-reports"
+# A node guard's fence report, when RPC cannot carry it (a broker outage):
+# the API records the fence, and the monitors move the routers at their next
+# pass rather than after the lease would have lapsed.
+HTTP_FENCE_PATH = "/v1/agent-fences"
 
 REPORT_SCHEMA = {
     "type": "object",
@@ -89,6 +93,16 @@ REPORT_SCHEMA = {
 }
 # Compiled once: this is the hot path of every node's heartbeat.
 REPORT_VALIDATOR = jsonschema.validators.validator_for(REPORT_SCHEMA)(REPORT_SCHEMA)
+FENCE_SCHEMA = {
+    "type": "object",
+    "required": ["host", "generation", "reason"],
+    "properties": {
+        "host": {"type": "string", "minLength": 1, "maxLength": 255},
+        "generation": {"type": "integer", "minimum": 1},
+        "reason": {"type": "string", "maxLength": 255},
+    },
+    "additionalProperties": False,
+}
 
 
 def receive(db: Any, host: str, state: dict, lease_time: float) -> dict:
@@ -137,7 +151,15 @@ class HttpReporter:
         self._first = 0  # start with the replica that answered last
 
     def report(self, host: str, state: dict, timeout: float) -> dict:
-        body = json.dumps({"host": host, "state": state}).encode()
+        return self._post(HTTP_PATH, {"host": host, "state": state}, timeout)
+
+    def fence(self, host: str, generation: int, reason: str, timeout: float) -> dict:
+        """Report that ``host`` fenced lease ``generation`` (HTTP_FENCE_PATH)."""
+        return self._post(HTTP_FENCE_PATH, {"host": host, "generation": generation,
+                                            "reason": reason[:255]}, timeout)
+
+    def _post(self, path: str, payload: dict, timeout: float) -> dict:
+        body = json.dumps(payload).encode()
         headers = {"Content-Type": "application/json",
                    SIGNATURE_HEADER: sign(self.key, body)}
         deadline = time.monotonic() + timeout
@@ -147,7 +169,7 @@ class HttpReporter:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            request = urllib.request.Request(self.endpoints[n] + HTTP_PATH,
+            request = urllib.request.Request(self.endpoints[n] + path,
                                              data=body, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=left) as response:

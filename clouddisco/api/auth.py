@@ -22,7 +22,7 @@ class NoAuthContext:
     # Paths anyone may read (version discovery for clients and load balancers),
     # and agents' reports, which are signed with a key instead (see
     # clouddisco.api.handlers.agent_reports).
-    PUBLIC = ("/", "/v1", "/v1/", heartbeat.HTTP_PATH)
+    PUBLIC = ("/", "/v1", "/v1/", heartbeat.HTTP_PATH, heartbeat.HTTP_FENCE_PATH)
 
     def __init__(self, app) -> None:
         self.app = app

@@ -21,6 +21,7 @@ ROUTES = {
     "/v1/agents/{agent_id}": {"GET": agents.show_agent, "PUT": agents.update_agent},
     "/v1/failover-events": {"GET": failover_events.list_failover_events},
     heartbeat.HTTP_PATH: {"POST": agent_reports.receive_report},
+    heartbeat.HTTP_FENCE_PATH: {"POST": agent_reports.receive_fence},
 }
 
 

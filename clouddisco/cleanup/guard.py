@@ -319,8 +319,10 @@ class NodeGuard:
                     self.host, self._fence_failures, FENCE_REPORT_RETRY, exc)
             else:
                 self._fence_failures = 0
-                LOG.info("control plane acknowledged the fence of %s (%s router(s) moved)",
-                         self.host, reply.get("moved"))
+                moved = reply.get("moved")
+                LOG.info("control plane acknowledged the fence of %s (%s)", self.host,
+                         f"{moved} router(s) moved" if moved is not None else
+                         "over HTTP: the monitors move the routers at their next pass")
                 self.unreported_fence = None
                 return
         if self.unreported_fence is None:
@@ -331,8 +333,22 @@ class NodeGuard:
             return
         if time.monotonic() < self._fence_retry_at:
             return
-        self._fence_report = self._rpc.submit(self.scheduler.host_fenced, self.host,
-                                              fenced_generation, reason, self.rpc_timeout)
+        self._fence_report = self._rpc.submit(self._fence_call, fenced_generation, reason)
+
+    def _fence_call(self, generation: int, reason: str) -> dict:
+        """Report a fence over RPC (the scheduler moves the routers at once),
+        else over HTTP to the API (recorded; the monitors move them at their
+        next pass): during a broker outage the routers then move, and the API
+        stops showing them ACTIVE here, without waiting for the broker."""
+        if self.http is None:
+            return self.scheduler.host_fenced(self.host, generation, reason,
+                                              self.rpc_timeout)
+        try:
+            return self.scheduler.host_fenced(self.host, generation, reason,
+                                              self.renew_interval / 3)
+        except Exception as exc:
+            LOG.debug("fence report over RPC failed (%s); trying the API", exc)
+            return self.http.fence(self.host, generation, reason, self.renew_interval)
 
     def _keep_fenced(self, generation: int) -> str:
         present = self.driver.list_routers()

@@ -101,3 +101,39 @@ class UdpRideThroughTest(RideThroughTest):
 
     def build(self, **options):
         return super().build(udp_reports=True, **options)
+
+
+@netlab.skip_unless_root
+class FenceDuringBrokerCutTest(cloud_mod.CloudTestCase):
+    """A node whose agent dies while its link to RabbitMQ is cut fences
+    (restart_grace), and its guard reports the fence over HTTP to the API:
+    the monitors move the routers as a fence (cause agent_fenced) while the
+    link is still cut. Over RPC only the report waited for the broker, the
+    routers moved by silence (agent_dead) seconds later, and meanwhile the
+    API showed them ACTIVE on a node that had removed them."""
+
+    def test_fence_reported_over_http_moves_the_routers_during_the_cut(self):
+        cloud = self.make_cloud(agents=("a", "b"), proxied_agents=("a",), restart_grace=2.0)
+        sampler = invariants.InvariantSampler(cloud.token + "-").start()
+        self.addCleanup(sampler.stop)
+        routers = [cloud.wait_router(cloud.create_router(f"r{i}")["id"]) for i in range(4)]
+        mine = [r for r in routers if r["agent_host"] == cloud.host("a")]
+        if not mine:
+            self.skipTest("no router was placed on agent a")
+        cloud.proxy("agent-a").cut("drop")
+        self.addCleanup(cloud.proxy("agent-a").restore)
+        time.sleep(1.5)  # reports now go over HTTP
+        cloud.agent("a").kill()  # and it does not come back
+
+        def moved():
+            now = [cloud.router(r["id"]) for r in mine]
+            return all(n["status"] == "ACTIVE" and n["agent_host"] == cloud.host("b")
+                       for n in now)
+        netlab.wait_for(moved, 30, 0.2, "agent a's routers to serve on b")
+        for r in mine:
+            causes = [e["cause"] for e in cloud.events(r["id"])]
+            self.assertEqual(["agent_fenced"], causes, r["id"])
+            self.assertTrue(cloud.probe.ping_once(r["external_gateway_ip"]))
+        guard_log = open(cloud.guard("a").log_path).read()
+        self.assertIn("over HTTP: the monitors move the routers", guard_log)
+        sampler.assert_no_double_active()

@@ -83,12 +83,12 @@ class WsgiHttpReporter(heartbeat.HttpReporter):
         self.down = False
         self.calls = 0
 
-    def report(self, host, state, timeout):
+    def _post(self, path, payload, timeout):
         self.calls += 1
         if self.down:
             raise ConnectionError("no API replica took the report")
-        body = json.dumps({"host": host, "state": state}).encode()
-        req = webob.Request.blank(heartbeat.HTTP_PATH, method="POST")
+        body = json.dumps(payload).encode()
+        req = webob.Request.blank(path, method="POST")
         req.body = body
         req.content_type = "application/json"
         req.headers[heartbeat.SIGNATURE_HEADER] = heartbeat.sign(KEY, body)
@@ -122,6 +122,13 @@ class SilentScheduler:
             time.sleep(timeout)
             raise TimeoutError("no answer")
         return {"granted": True, "lease_time": 2.0}
+
+    def host_fenced(self, host, generation, reason, timeout):
+        if not self.answering.is_set():
+            time.sleep(timeout)
+            raise TimeoutError("no answer")
+        self.db.fence_agent(host, generation)
+        return {"acknowledged": True, "moved": 0}
 
 
 class HedgedReportTest(base.DBTestCase):
@@ -192,6 +199,73 @@ class GuardRenewalOverHttpTest(base.DBTestCase):
         self.assertEqual(1, http.calls)
         self.assertAlmostEqual(now + 2.5, lease.read(state_dir, HOST, lease.NODE).expires,
                                places=3)
+
+
+class FenceOverHttpTest(base.DBTestCase):
+    """A fence the broker cannot carry is recorded through the API: the
+    monitors then move the routers, and the API stops showing them ACTIVE on
+    the fenced node, without waiting for the broker."""
+
+    def setUp(self):
+        super().setUp()
+        self.conf = base.make_conf(health__report_key=KEY)
+        self.app = api_app.deploy(self.conf, db=self.db,
+                                  scheduler=base.RecordingSchedulerAPI())
+        self.agent = self.db.register_agent(HOST, "qr-")
+
+    def post(self, fence, key=KEY):
+        body = json.dumps(fence).encode()
+        req = webob.Request.blank(heartbeat.HTTP_FENCE_PATH, method="POST")
+        req.body = body
+        req.content_type = "application/json"
+        if key:
+            req.headers[heartbeat.SIGNATURE_HEADER] = heartbeat.sign(key, body)
+        return req.get_response(self.app)
+
+    def fenced_at(self):
+        return self.db.get_agent(self.agent["id"], 3.0)["fenced_at"]
+
+    def test_signed_fence_is_recorded(self):
+        resp = self.post({"host": HOST, "generation": 1, "reason": "lease expired"})
+        self.assertEqual(200, resp.status_int, resp.text)
+        self.assertEqual({"acknowledged": True, "moved": None}, resp.json)
+        agent = self.db.get_agent(self.agent["id"], 3.0)
+        self.assertIsNotNone(agent["fenced_at"])
+        # Dead from now on: the monitors move its routers at their next pass.
+        self.assertIsNotNone(agent["dead_since"])
+        self.assertFalse(agent["alive"])
+
+    def test_stale_generation_changes_nothing(self):
+        resp = self.post({"host": HOST, "generation": 7, "reason": "old"})
+        self.assertEqual({"acknowledged": True, "moved": 0}, resp.json)
+        self.assertIsNone(self.fenced_at())
+
+    def test_unsigned_or_bad_fence_is_refused(self):
+        fence = {"host": HOST, "generation": 1, "reason": "x"}
+        self.assertEqual(401, self.post(fence, key=None).status_int)
+        resp = self.post({"host": HOST, "generation": "one", "reason": "x"})
+        self.assertEqual(400, resp.status_int)
+        self.assertEqual("generation", resp.json["error"]["field"])
+        self.assertIsNone(self.fenced_at())
+
+    def test_guard_reports_its_fence_over_http_when_rpc_is_down(self):
+        scheduler = SilentScheduler(self.db)
+        scheduler.answering.clear()
+        http = WsgiHttpReporter(self.app)
+        state_dir = self.useFixture(fixtures.TempDir()).path
+        driver = fake.FakeRouterDriver("qr-", "br-ex")
+        node_guard = guard_mod.NodeGuard(HOST, driver, scheduler, state_dir=state_dir,
+                                         restart_grace=5.0, renew_interval=0.3,
+                                         rpc_timeout=1.0, http=http)
+        self.addCleanup(node_guard.close)
+        now = time.monotonic()
+        lease.write(state_dir, lease.Lease(host=HOST, generation=1, expires=now - 0.1,
+                                           renewed_at=now - 2.1, pid=999_999), lease.AGENT)
+        self.assertEqual("fenced", node_guard.tick(now))
+        self.assertTrue(node_guard.rpc_idle(10))
+        node_guard.tick(now + 0.1)
+        self.assertIsNone(node_guard.unreported_fence)
+        self.assertIsNotNone(self.fenced_at())
 
 
 class ConfigTest(testtools.TestCase):

@@ -18,7 +18,8 @@ from clouddisco.api.errors import HTTPError
 LOG = logging.getLogger(__name__)
 
 
-def receive_report(req: webob.Request) -> webob.Response:
+def _signed_json(req: webob.Request) -> dict:
+    """The body of a request signed with ``[health] report_key``, parsed."""
     app = req.environ["clouddisco.app"]
     key = app.conf.health.report_key
     if not key:
@@ -33,9 +34,14 @@ def receive_report(req: webob.Request) -> webob.Response:
     if req.content_type != "application/json":
         raise HTTPError(415, "request body must be JSON (Content-Type: application/json)")
     try:
-        report = json.loads(body)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise HTTPError(400, f"request body is not valid JSON: {exc}") from None
+
+
+def receive_report(req: webob.Request) -> webob.Response:
+    app = req.environ["clouddisco.app"]
+    report = _signed_json(req)
     if not heartbeat.REPORT_VALIDATOR.is_valid(report):
         util.validate(report, heartbeat.REPORT_SCHEMA)  # raises, naming the field
     reply = heartbeat.receive(app.db, report["host"], report["state"],
@@ -44,3 +50,22 @@ def receive_report(req: webob.Request) -> webob.Response:
         LOG.info("HTTP report from %s (lease generation %s) renews nothing: the agent "
                  "must register again", report["host"], report["state"]["lease_generation"])
     return util.json_response(reply)
+
+
+def receive_fence(req: webob.Request) -> webob.Response:
+    """A node guard removed every router of a lease: record it, so that the
+    monitors move them at their next pass (they act on fenced agents), and
+    the API stops showing them ACTIVE there. The RPC path (host_fenced) also
+    moves them at once; this one is for when RPC cannot carry the report."""
+    app = req.environ["clouddisco.app"]
+    fence = _signed_json(req)
+    util.validate(fence, heartbeat.FENCE_SCHEMA)
+    agent = app.db.fence_agent(fence["host"], fence["generation"])
+    if agent is None:
+        LOG.info("fence report from %s for lease generation %d ignored: the agent "
+                 "registered again since", fence["host"], fence["generation"])
+        return util.json_response({"acknowledged": True, "moved": 0})
+    LOG.warning("host %s fenced itself (%s), reported over HTTP: the monitors move the "
+                "routers of agent %s at their next pass", fence["host"], fence["reason"],
+                agent["id"])
+    return util.json_response({"acknowledged": True, "moved": None})
