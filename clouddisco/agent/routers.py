@@ -160,9 +160,15 @@ class RouterWorker:
             except (BuildRefused, lease.LockTimeout) as exc:
                 self._refused(str(exc), len(specs) - start)
                 if self.node.lease_left() >= BUILD_BUDGET:
-                    present = self.driver.list_routers()  # those still serve
+                    # Those whose gateway is up still serve. A namespace alone
+                    # does not: its address may have expired (kernel lease)
+                    # while nothing renewed it, and the API would show the
+                    # router ACTIVE (nemesis seed 104: 3 s, guard and agent
+                    # down together, then the new agent refused to build).
+                    present = self.driver.list_routers()
                     results.update({s.id: f"not built: {exc}" for s in specs[start:]
-                                    if s.id not in present})
+                                    if s.id not in present
+                                    or not self.driver.router_is_active(s.id)})
                 break
         return results
 

@@ -150,6 +150,20 @@ class GuardRequiredTest(testtools.TestCase):
         self.assertEqual("ERROR", report["status"])
         self.assertIn("node guard of node-1 is missing", report["reason"])
 
+    def test_a_present_router_whose_gateway_is_down_is_reported_not_built(self):
+        # Built while the guard ran; then the gateway address expired (kernel
+        # lease: the guard and the agent were both down) and the guard is
+        # gone: the namespace alone serves nothing, the API must not say ACTIVE.
+        r = router()
+        self.worker._add([r])
+        self.driver.demote([r["id"]])  # the address gone, the namespace left
+        self.scheduler.reports.clear()
+        os.unlink(os.path.join(self.nodefix.state_dir, f"{HOST}.guard.json"))
+        self.worker._add([r])
+        [report] = self.scheduler.reports[-1].values()
+        self.assertEqual("ERROR", report["status"])
+        self.assertIn("node guard of node-1 is missing", report["reason"])
+
     def test_guard_of_another_host_counts_as_missing(self):
         os.unlink(os.path.join(self.nodefix.state_dir, f"{HOST}.guard.json"))
         guard_beat(self.nodefix.state_dir, host="node-2")
