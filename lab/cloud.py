@@ -311,6 +311,7 @@ transport_url = {transport_url or self.transport_url}
 debug = {self.debug}
 [database]
 connection = {self.db_url}
+connection_parameters = connect_timeout=5&read_timeout=5&write_timeout=5
 [api]
 bind_host = 127.0.0.1
 bind_port = {self.api_port}

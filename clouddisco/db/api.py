@@ -107,7 +107,11 @@ class Database:
                    retry_interval=db.retry_interval,
                    connection_recycle_time=db.connection_recycle_time,
                    max_pool_size=db.max_pool_size, max_overflow=db.max_overflow,
-                   pool_timeout=db.pool_timeout, mysql_sql_mode=db.mysql_sql_mode)
+                   pool_timeout=db.pool_timeout, mysql_sql_mode=db.mysql_sql_mode,
+                   # e.g. "read_timeout=5&write_timeout=5": a stalled database
+                   # then fails a request (the API answers 503) within 5 s
+                   # rather than holding it until TCP gives up.
+                   connection_parameters=db.connection_parameters)
 
     @property
     def engine(self) -> sa.Engine:

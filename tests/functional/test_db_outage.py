@@ -49,10 +49,11 @@ class DatabaseOutageTest(cloud_mod.CloudTestCase):
         while time.monotonic() < end:
             started = time.monotonic()
             try:
-                # 5 s: a request the stalled database holds longer only
-                # stretches the outage.
+                # 8 s: the API gives a stalled database 5 s ([database]
+                # connection_parameters); waiting longer only stretches the
+                # outage.
                 code = requests.get(cloud.api_url + "/v1/routers",
-                                    headers=cloud_mod.ADMIN_HEADERS, timeout=5).status_code
+                                    headers=cloud_mod.ADMIN_HEADERS, timeout=8).status_code
             except requests.RequestException as exc:
                 code = type(exc).__name__
             seen.append((code, time.monotonic() - started))
@@ -108,8 +109,12 @@ class DatabaseOutageTest(cloud_mod.CloudTestCase):
         """Connections hang rather than fail: the receiver's write deadline
         turns the stall into outage notices."""
         cloud, sampler, routers = self.build()
-        gap, _ = self.through_outage(cloud, routers, "drop")
+        gap, statuses = self.through_outage(cloud, routers, "drop")
         self.assert_untouched(cloud, sampler, routers, gap)
+        # [database] connection_parameters read_timeout=5: a request the
+        # stall holds fails within 5 s, as a 503.
+        self.assertIn(503, {code for code, _ in statuses}, statuses)
+        self.assertNotIn(500, {code for code, _ in statuses}, statuses)
 
     def test_agent_restarted_during_a_database_outage_fences_nothing(self):
         """The node guard renews the lease on the replicas' outage answers
