@@ -78,7 +78,7 @@ def _api_codes(cloud: cloud_mod.Cloud, seconds: float) -> dict[str, int]:
     while time.monotonic() < end:
         try:
             code = str(requests.get(cloud.api_url + "/v1/routers",
-                                    headers=cloud_mod.ADMIN_HEADERS, timeout=5).status_code)
+                                    headers=cloud_mod.ADMIN_HEADERS, timeout=8).status_code)
         except requests.RequestException as exc:
             code = type(exc).__name__
         codes[code] = codes.get(code, 0) + 1
