@@ -30,6 +30,13 @@ BUILD_CHUNK = 100
 BUILD_BUDGET = 0.5
 # At most one "refusing to build" error per this many seconds.
 REFUSAL_LOG_INTERVAL = 10.0
+# How long a router removed because the server is deleting it stays refused
+# to routers_added: as long as such a cast can still be accepted (CAST_TTL,
+# and the clock skew its deadline tolerates). A deleted router's id never
+# comes back, so refusing it cannot be wrong; one removed as a stray copy
+# (moved elsewhere) and really moved back is sent again by the monitor's
+# retry of pending routers.
+TOMBSTONE_TTL = rpc.CAST_TTL + 2.0
 
 
 def to_spec(router: dict) -> base.RouterSpec:
@@ -61,6 +68,9 @@ class RouterWorker:
         # Set when a build was refused: the next one that may build resyncs.
         self.refused = threading.Event()
         self._last_refusal_log = 0.0
+        # router id -> monotonic time until which an add of it is refused.
+        self._tombstones: dict[str, float] = {}
+        self.tombstone_ttl = TOMBSTONE_TTL
 
     def start(self) -> None:
         self._thread.start()
@@ -121,8 +131,27 @@ class RouterWorker:
                      sorted({i["lease_generation"] for i in stale}), generation)
         return [i for i in items if i.get("lease_generation") in (None, generation)]
 
+    def _buried(self, routers: list[dict]) -> list[dict]:
+        """Drop adds of routers removed here lately for good: a routers_added
+        cast delayed (a broker outage) past the removal of its router would
+        rebuild a deleted router whose gateway address may already belong to
+        a new one (nemesis seed 201: two copies of 10.250.0.2 for 4 s)."""
+        now = time.monotonic()
+        self._tombstones = {r: t for r, t in self._tombstones.items() if t > now}
+        late = [r["id"] for r in routers if r["id"] in self._tombstones
+                and r.get("status") != DELETING]
+        if late:
+            LOG.warning("ignoring %d router(s) to add that %s removed lately as the server "
+                        "asked (a delayed message): %s", len(late), self.host,
+                        ", ".join(late))
+        return [r for r in routers if r["id"] not in late]
+
+    def _bury(self, router_ids: Sequence[str]) -> None:
+        until = time.monotonic() + self.tombstone_ttl
+        self._tombstones.update((r, until) for r in router_ids)
+
     def _add(self, routers: list[dict]) -> None:
-        routers = self._current(routers, "router(s) to add")
+        routers = self._buried(self._current(routers, "router(s) to add"))
         wanted = [r for r in routers if r.get("status") != DELETING]
         deleting = [r["id"] for r in routers if r.get("status") == DELETING]
         reports = {}
@@ -134,11 +163,13 @@ class RouterWorker:
                 else:
                     LOG.error("router %s failed on %s: %s", router_id, self.host, error)
         if deleting:
+            self._bury(deleting)
             reports.update(self._remove_routers(deleting))
         self._send(reports)
 
     def _remove(self, router_ids: list[str], lease_generation: int | None) -> None:
         if self._current([{"lease_generation": lease_generation}], "removal(s)"):
+            self._bury(router_ids)
             self._send(self._remove_routers(router_ids))
 
     def _build(self, specs: list[base.RouterSpec]) -> base.Results:
@@ -245,6 +276,7 @@ class RouterWorker:
                         if not err and status.get(rid) != "ACTIVE"})
         deleting = [r["id"] for r in routers if r.get("status") == DELETING]
         if deleting:
+            self._bury(deleting)
             reports.update(self._remove_routers(deleting))
         self._send(reports)
         if not self.refused.is_set():

@@ -150,6 +150,35 @@ class RouterWorkerTest(testtools.TestCase):
                          self.all_reports())
         self.assertTrue(self.worker.synced.is_set())
 
+    def test_a_delayed_add_of_a_router_removed_as_deleting_builds_nothing(self):
+        # Nemesis seed 201: a failover's routers_added was held up by a broker
+        # cut; meanwhile the router was deleted (the resync found it DELETING
+        # and removed it) and its address went to a new router elsewhere.
+        # The late add, still within its TTL, rebuilt it: two copies.
+        r = router(status="PENDING")
+        self.worker.add([r])
+        self.run_tasks()
+        self.scheduler.bound = [dict(r, status="DELETING")]
+        self.worker.request_resync()
+        self.run_tasks()
+        self.assertEqual(set(), self.driver.list_routers())
+        self.worker.add([dict(r, lease_generation=1)])  # the delayed cast
+        self.run_tasks()
+        self.assertEqual(set(), self.driver.list_routers())
+        # The same after a removal cast.
+        other = router(status="PENDING")
+        self.worker.add([other])
+        self.worker.remove([other["id"]], 1)
+        self.worker.add([dict(other, lease_generation=1)])
+        self.run_tasks()
+        self.assertEqual(set(), self.driver.list_routers())
+        # Past the tombstone: a router really bound here again is built.
+        self.worker.tombstone_ttl = 0.0
+        self.worker.remove([other["id"]], 1)
+        self.worker.add([dict(other, lease_generation=1)])
+        self.run_tasks()
+        self.assertEqual({other["id"]}, self.driver.list_routers())
+
     def test_resync_failure_is_retried(self):
         self.scheduler.sync_error = TimeoutError("no scheduler")
         self.worker.start()
