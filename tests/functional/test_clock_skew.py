@@ -69,4 +69,3 @@ class SchedulerClockSkewTest(cloud_mod.CloudTestCase):
         # their callers' deadlines, and let them through.
         log = cloud.logs(tail=None)["scheduler-1.log"].decode(errors="replace")
         self.assertIn("within max_clock_skew 1.0s: processed", log)
-        self.assertNotIn("refused: it arrived", log)
