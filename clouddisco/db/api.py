@@ -228,11 +228,6 @@ class Database:
             return _router_dict(router, None)
 
     @_retry
-    def delete_router(self, router_id: str) -> bool:
-        with self._session() as s:
-            s.execute(sa.delete(m.RouterBinding).where(m.RouterBinding.router_id == router_id))
-            return s.execute(sa.delete(m.Router).where(m.Router.id == router_id)).rowcount > 0
-
     def delete_unserved_router(self, router_id: str, agent_id: str | None) -> bool:
         """Drop a DELETING router that no live agent can be asked to remove,
         if its active binding is still on ``agent_id`` (None: still unbound).

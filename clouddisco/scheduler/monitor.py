@@ -281,8 +281,8 @@ class HealthMonitor:
         todo = {k: [r for r in v if self.owns(r["id"])]
                 for k, v in self.db.routers_to_retry(self.pending_retry_time).items()}
         for router in todo["deleting_unbound"]:
-            self.db.delete_router(router["id"])
-            LOG.info("router %s deleted (unbound)", router["id"])
+            if self.db.delete_unserved_router(router["id"], None):
+                LOG.info("router %s deleted (unbound)", router["id"])
         unbound = [r["id"] for r in todo["unbound"]
                    if r["status"] == models.PENDING or
                    r["status_reason"] == db_api.NO_AGENT_REASON]

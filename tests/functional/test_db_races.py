@@ -62,7 +62,9 @@ class InterleaveMixin:
 
     def test_delete_of_a_router_dropped_meanwhile_is_not_found(self):
         rid = self.make_router()["id"]
-        self.after_first_read_of("routers", lambda: self.other.delete_router(rid))
+        self.after_first_read_of("routers", lambda: (
+            self.other.begin_router_delete(rid),
+            self.other.delete_unserved_router(rid, None)))
         self.assertRaises(db_api.exceptions.NotFound, self.db.begin_router_delete, rid)
 
     def test_error_report_between_reads_cannot_undo_a_delete(self):
