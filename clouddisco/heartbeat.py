@@ -68,6 +68,21 @@ def outage_accept(agent_down_time: float, lease_time: float) -> float:
     return max(0.0, agent_down_time - lease_time - OUTAGE_SLACK)
 
 
+def node_report_paths(conf: Any) -> dict:
+    """The HTTP and UDP reporters and the outage rule of a network node, from
+    its ``[agent]`` and ``[health]`` options: the agent and its node guard
+    report the same ways (keyword arguments of StateReporter and NodeGuard)."""
+    key = conf.health.report_key
+    return {
+        "http": (HttpReporter(conf.agent.report_endpoints, key)
+                 if conf.agent.report_endpoints else None),
+        "udp": (UdpReporter(conf.agent.report_udp_endpoints, key)
+                if conf.agent.report_udp_endpoints else None),
+        "outage_accept": outage_accept(conf.health.agent_down_time,
+                                       conf.health.lease_time),
+    }
+
+
 def lease_enforced(status: str | None) -> bool:
     """Whether something on the node is sure to silence a silent agent's
     routers when its lease runs out (None: an older agent that does not say)."""

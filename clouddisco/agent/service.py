@@ -65,13 +65,7 @@ class L3AgentService:
                            "driver": conf.agent.router_driver,
                            "guard": self._guard_status(),
                            "kernel_lease": self.lifetimes is not None and self.lifetimes.ok},
-            http=(heartbeat.HttpReporter(conf.agent.report_endpoints, conf.health.report_key)
-                  if conf.agent.report_endpoints else None),
-            udp=(heartbeat.UdpReporter(conf.agent.report_udp_endpoints,
-                                       conf.health.report_key)
-                 if conf.agent.report_udp_endpoints else None),
-            outage_accept=heartbeat.outage_accept(conf.health.agent_down_time,
-                                                  conf.health.lease_time))
+            **heartbeat.node_report_paths(conf))
         self.worker = routers.RouterWorker(self.host, driver, scheduler, self.node,
                                            retry_interval=conf.agent.report_interval)
         self.enforcer = node_mod.LeaseEnforcer(self.node, driver, self.reporter.fenced)

@@ -24,13 +24,7 @@ class GuardService:
             renew_interval=conf.agent.report_interval,
             # A renewal or fence report must not stall the checks for long.
             rpc_timeout=min(conf.cleanup.server_timeout, 2 * conf.agent.report_interval),
-            http=(heartbeat.HttpReporter(conf.agent.report_endpoints, conf.health.report_key)
-                  if conf.agent.report_endpoints else None),
-            udp=(heartbeat.UdpReporter(conf.agent.report_udp_endpoints,
-                                       conf.health.report_key)
-                 if conf.agent.report_udp_endpoints else None),
-            outage_accept=heartbeat.outage_accept(conf.health.agent_down_time,
-                                                  conf.health.lease_time))
+            **heartbeat.node_report_paths(conf))
         self._loop = periodic.Loop("node-guard", self._step, self.interval)
         # The guard renews the addresses' kernel lifetimes too, so that they
         # outlive an agent restart (clouddisco.drivers.lifetimes).
