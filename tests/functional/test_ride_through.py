@@ -32,10 +32,6 @@ class RideThroughTest(cloud_mod.CloudTestCase):
         routers = [cloud.wait_router(cloud.create_router(f"r{i}")["id"]) for i in range(3)]
         return cloud, sampler, routers
 
-    def fences(self, cloud):
-        return {name: open(cloud.guard(name).log_path).read().count("fencing ")
-                for name in cloud.agent_names}
-
     def through(self, cloud, routers, outage, heal):
         """Run ``outage``, wait OUTAGE seconds under a 20 ms ping of the first
         router, ``heal``; return the longest ping gap."""
@@ -54,24 +50,13 @@ class RideThroughTest(cloud_mod.CloudTestCase):
     def kill_scheduler(self, cloud):
         cloud.scheduler(1).kill_group()
 
-    def assert_untouched(self, cloud, sampler, routers, gap):
-        self.assertEqual({n: 0 for n in cloud.agent_names}, self.fences(cloud),
-                         "a node fenced itself during a control-plane outage")
-        for r in routers:
-            now = cloud.router(r["id"])
-            self.assertEqual(r["agent_host"], now["agent_host"], "a router moved")
-            self.assertEqual("ACTIVE", now["status"])
-            self.assertEqual([], cloud.events(r["id"]))
-            self.assertTrue(cloud.probe.ping_once(r["external_gateway_ip"]))
-        self.assertLess(gap, 0.5, "the data plane went dark during a control-plane outage")
-        sampler.assert_no_double_active()
-        sampler.assert_each_has_one_copy([r["external_gateway_ip"] for r in routers])
-
     def test_every_scheduler_killed_moves_and_darkens_nothing(self):
         cloud, sampler, routers = self.build()
         gap = self.through(cloud, routers, lambda: self.kill_scheduler(cloud),
                            lambda: cloud.start_scheduler(1))
-        self.assert_untouched(cloud, sampler, routers, gap)
+        self.assert_untouched(cloud, sampler, routers, gap,
+                              {n: 0 for n in cloud.agent_names},
+                              "during a control-plane outage")
 
     def test_broker_unreachable_moves_and_darkens_nothing(self):
         cloud, sampler, routers = self.build()
@@ -85,7 +70,9 @@ class RideThroughTest(cloud_mod.CloudTestCase):
                 cloud.proxy(f"agent-{name}").restore()
 
         gap = self.through(cloud, routers, cut_broker, heal)
-        self.assert_untouched(cloud, sampler, routers, gap)
+        self.assert_untouched(cloud, sampler, routers, gap,
+                              {n: 0 for n in cloud.agent_names},
+                              "during a control-plane outage")
         # RPC is back: a router created now is placed and served.
         fresh = cloud.wait_router(cloud.create_router("after")["id"], timeout=60)
         self.assertTrue(netlab.wait_for(
