@@ -151,7 +151,13 @@ def get_transport(conf: cfg.ConfigOpts) -> oslo_messaging.Transport:
 
 
 def check_broker(conf: cfg.ConfigOpts, timeout: float = 3.0) -> None:
-    """Raise BrokerUnreachable unless some broker of transport_url takes TCP."""
+    """Raise BrokerUnreachable unless some broker of transport_url takes TCP.
+
+    Every host is tried, and each unreachable one is logged once, by name:
+    on a cluster the service starts on the others (kombu fails over between
+    the hosts), and the operator learns which node is missing now rather than
+    from a reconnect loop later.
+    """
     url = oslo_messaging.TransportURL.parse(conf, conf.transport_url)
     if url.transport.startswith("fake") or not url.hosts:
         return
@@ -160,10 +166,13 @@ def check_broker(conf: cfg.ConfigOpts, timeout: float = 3.0) -> None:
         addr = (host.hostname or "localhost", host.port or 5672)
         try:
             socket.create_connection(addr, timeout=timeout).close()
-            return
         except OSError as exc:
             errors.append(f"{addr[0]}:{addr[1]}: {exc.strerror or exc}")
-    raise BrokerUnreachable("; ".join(errors))
+    if len(errors) == len(url.hosts):
+        raise BrokerUnreachable("; ".join(errors))
+    for error in errors:
+        LOG.warning("transport_url: broker %s is unreachable; using the other %d "
+                    "host(s)", error, len(url.hosts) - len(errors))
 
 
 def get_server(transport, topic: str, endpoints: Sequence[object],

@@ -401,3 +401,61 @@ class ExpiredReportSheddingTest(testtools.TestCase):
                               rpc.call_context(1.0, now=time.time() - 5), host="node-1")
         self.assertEqual(3, len(self._warnings()))
         self.assertEqual([], self.timers)
+
+
+class BrokerHostsTest(testtools.TestCase):
+    """A transport_url naming several brokers, as a cluster's does."""
+
+    def setUp(self):
+        super().setUp()
+        import socket
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.addCleanup(self.listener.close)
+        self.open_port = self.listener.getsockname()[1]
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        self.closed_port = closed.getsockname()[1]
+        closed.close()  # nothing listens there now: connections are refused
+        self.log = self.useFixture(fixtures.FakeLogger(level=logging.WARNING))
+
+    def url(self, *ports):
+        return "rabbit://" + ",".join(f"g:g@127.0.0.1:{p}" for p in ports) + "/"
+
+    def test_an_unreachable_host_is_named_once_and_the_others_used(self):
+        conf = base.make_conf(transport_url=self.url(self.closed_port, self.open_port))
+        rpc.check_broker(conf, timeout=1)
+        lines = [line for line in self.log.output.splitlines() if "unreachable" in line]
+        self.assertEqual(1, len(lines), self.log.output)
+        self.assertIn(f"127.0.0.1:{self.closed_port}", lines[0])
+        self.assertIn("using the other 1 host(s)", lines[0])
+
+    def test_every_host_unreachable_is_an_error_naming_them(self):
+        conf = base.make_conf(transport_url=self.url(self.closed_port, self.closed_port))
+        exc = self.assertRaises(rpc.BrokerUnreachable, rpc.check_broker, conf, timeout=1)
+        self.assertEqual(2, str(exc).count(f"127.0.0.1:{self.closed_port}"))
+
+    def test_rabbit_options_come_from_the_service_own_configuration(self):
+        """[oslo_messaging_rabbit] of the service's file reaches the driver
+        (oslo.messaging is given the service's ConfigOpts, never cfg.CONF)."""
+        conf = base.make_conf(transport_url=self.url(self.closed_port),
+                              oslo_messaging_rabbit__rabbit_quorum_queue=True,
+                              oslo_messaging_rabbit__heartbeat_timeout_threshold=6,
+                              oslo_messaging_rabbit__rabbit_retry_interval=1)
+        transport = rpc.get_transport(conf)
+        self.addCleanup(transport.cleanup)
+        driver_conf = transport._driver.conf.oslo_messaging_rabbit
+        self.assertTrue(driver_conf.rabbit_quorum_queue)
+        self.assertEqual(6, driver_conf.heartbeat_timeout_threshold)
+        self.assertEqual(1, driver_conf.rabbit_retry_interval)
+        self.assertFalse(oslo_messaging_rabbit_global_quorum())
+
+
+def oslo_messaging_rabbit_global_quorum():
+    """The global cfg.CONF's value, if oslo.messaging ever registered it there."""
+    from oslo_config import cfg
+    try:
+        return cfg.CONF.oslo_messaging_rabbit.rabbit_quorum_queue
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+        return False
