@@ -517,9 +517,20 @@ class PrivateRabbit:
     stopped by pid. Start takes 5.7-7 s on the 2-core machine.
     """
 
-    def __init__(self, name: str | None = None) -> None:
+    def __init__(self, name: str | None = None, *, epmd_port: int | None = None,
+                 cookie: str | None = None, config: Sequence[str] = ()) -> None:
+        """``epmd_port``: use the epmd already listening there (a cluster's
+        shared one: nodes of one cluster on one host must register with the
+        same epmd to find each other) instead of starting and killing one of
+        our own. ``cookie``: the Erlang cookie written to the node's HOME
+        (the same in every member of a cluster; default: one made up by the
+        VM). ``config``: extra ``rabbitmq.conf`` lines."""
         self.nodename = f"{name or 'cdt' + _hex()}@localhost"
-        self.port, self.dist_port, self.epmd_port = _free_ports(3)
+        self.port, self.dist_port, own_epmd_port = _free_ports(3)
+        self.epmd_port = epmd_port or own_epmd_port
+        self._own_epmd = epmd_port is None
+        self._cookie = cookie
+        self._config = list(config)
         self.tmpdir: str | None = None
         self.last_start_seconds: float | None = None
         self._server: subprocess.Popen[bytes] | None = None
@@ -568,6 +579,13 @@ class PrivateRabbit:
         with open(self._path("rabbitmq.conf"), "w") as f:
             f.write(f"listeners.tcp.1 = 127.0.0.1:{self.port}\n"
                     "loopback_users.guest = true\n")
+            f.writelines(line + "\n" for line in self._config)
+        if self._cookie is not None:
+            # The VM refuses a cookie file that others may read.
+            fd = os.open(self._path("home", ".erlang.cookie"),
+                         os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            with os.fdopen(fd, "w") as f:
+                f.write(self._cookie)
         with open(self._path("enabled_plugins"), "w") as f:
             f.write("[].\n")
 
@@ -611,18 +629,35 @@ class PrivateRabbit:
 
     # -- lifecycle
 
-    def _start_epmd(self) -> None:
-        if self._epmd is not None and self._epmd.poll() is None:
-            return
-        # Our own epmd in the foreground (no -daemon) so that we know its
-        # pid; beam finds it on ERL_EPMD_PORT and does not spawn another.
-        self._epmd = subprocess.Popen(
-            [EPMD, "-port", str(self.epmd_port), "-address", "127.0.0.1"],
+    @staticmethod
+    def spawn_epmd(port: int) -> subprocess.Popen[bytes]:
+        """An epmd of our own on 127.0.0.1:``port``, listening on return.
+
+        In the foreground (no -daemon) so that we know its pid; beam finds
+        it on ERL_EPMD_PORT and does not spawn another. The caller stops it.
+        """
+        epmd = subprocess.Popen(
+            [EPMD, "-port", str(port), "-address", "127.0.0.1"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
-        wait_for(lambda: port_open(self.epmd_port, timeout=0.2), 10,
-                 what=f"epmd on port {self.epmd_port}")
+        try:
+            wait_for(lambda: port_open(port, timeout=0.2), 10,
+                     what=f"epmd on port {port}")
+        except TimeoutError:
+            epmd.kill()
+            epmd.wait()
+            raise
+        return epmd
+
+    def _start_epmd(self) -> None:
+        if not self._own_epmd:
+            if not port_open(self.epmd_port, timeout=0.2):
+                raise RuntimeError(f"no epmd listens on port {self.epmd_port}")
+            return
+        if self._epmd is not None and self._epmd.poll() is None:
+            return
+        self._epmd = self.spawn_epmd(self.epmd_port)
 
     def _find_beam_pid(self) -> int | None:
         try:
@@ -750,7 +785,8 @@ class PrivateRabbit:
                 pass
 
     def kill(self) -> None:
-        """kill -9 the node's beam and our epmd, like a host crash."""
+        """kill -9 the node's beam and our epmd, like a host crash (a shared
+        epmd, see ``epmd_port``, is not ours to stop)."""
         self._kill_server()
         if self._epmd is not None:
             if self._epmd.poll() is None:
