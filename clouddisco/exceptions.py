@@ -23,3 +23,17 @@ class InvalidInput(ClouddiscoError):
 
 class NoAddressAvailable(Conflict):
     pass
+
+
+class DatabaseUnavailable(ClouddiscoError):
+    """The database cannot be used now: unreachable, the connection lost, or
+    its Galera node outside the Primary Component (1047, 1180), for longer
+    than ``[database] reconnect_retry_time``. The transaction did not commit:
+    nothing was changed. The API answers 503 with Retry-After."""
+
+    retry_after = 5  # seconds, the API's Retry-After
+
+
+class DatabaseOutcomeUnknown(DatabaseUnavailable):
+    """The connection failed while COMMIT was in flight, and the call is not
+    one that may be replayed: the change may or may not have been applied."""

@@ -58,9 +58,22 @@ class FaultWrapper:
             resp = req.get_response(self.app)
         except HTTPError as exc:
             resp = error_response(req, exc.status, exc.message, exc.field, exc.headers)
+        except exceptions.DatabaseUnavailable as exc:
+            # Down, unreachable, or its Galera node outside the Primary
+            # Component for longer than the db layer's retry
+            # (clouddisco.db.retry): the request may succeed later.
+            LOG.warning("%s %s: database unavailable: %s", req.method, req.path,
+                        str(exc).splitlines()[0][:200])
+            if isinstance(exc, exceptions.DatabaseOutcomeUnknown):
+                message = ("the database is unavailable: the connection was lost while "
+                           "the change was being committed, so it may or may not have "
+                           "been applied; look before you try again")
+            else:
+                message = "the database is unavailable; nothing was changed, try again later"
+            resp = error_response(req, 503, message,
+                                  headers={"Retry-After": str(exc.retry_after)})
         except db_exc.DBConnectionError as exc:
-            # The database is down or unreachable: the request may succeed
-            # later; nothing was done.
+            # The same, from a path outside the db layer's retry.
             LOG.warning("%s %s: database unavailable: %s", req.method, req.path,
                         str(exc).splitlines()[0][:200])
             resp = error_response(req, 503, "the database is unavailable; nothing was "

@@ -306,6 +306,36 @@ CLEANUP_OPTS = [
     ),
 ]
 
+# Only clouddisco's own options of [database]; oslo.db's are registered by
+# clouddisco.conf.register and all of them are applied by
+# clouddisco.db.api.Database.from_conf.
+DATABASE_OPTS = [
+    cfg.FloatOpt(
+        "reconnect_retry_time",
+        default=2.5,
+        min=0.0,
+        max=4.0,
+        help="Seconds for which a transaction that could not reach the "
+        "database is tried again (waiting 50 ms, doubling to 0.5 s) before the "
+        "caller gets 'database unavailable' (the API answers 503 with "
+        "Retry-After; the health monitor logs one line and moves nothing). "
+        "It covers a writer failover behind HAProxy (1-2 s): connections "
+        "refused or lost (MySQL errors 2002, 2003, 2006, 2013) and a Galera "
+        "node outside the Primary Component (1047, 1180). A transaction whose "
+        "COMMIT lost its connection may have been applied: it is tried again "
+        "only where that cannot apply a write twice, otherwise the caller is "
+        "told the outcome is unknown; the health monitor's failover decisions "
+        "are never retried across a lost connection (clouddisco.db.retry says "
+        "why for each). Deadlocks and Galera certification conflicts (1213) "
+        "are retried 8 times regardless. 0: no retry of unreachable "
+        "databases. At most 4, so that the API answers within 5 s. oslo.db's "
+        "use_db_reconnect, db_retry_interval, db_inc_retry_interval, "
+        "db_max_retry_interval and db_max_retries are not used by clouddisco "
+        "(a warning at start-up when set): their whole seconds and defaults "
+        "of minutes do not fit this budget.",
+    ),
+]
+
 GROUPS = {
     "DEFAULT": DEFAULT_OPTS,
     "api": API_OPTS,
@@ -313,6 +343,7 @@ GROUPS = {
     "agent": AGENT_OPTS,
     "health": HEALTH_OPTS,
     "cleanup": CLEANUP_OPTS,
+    "database": DATABASE_OPTS,
 }
 
 

@@ -2,7 +2,57 @@
 
 Ownership changes are conditional UPDATEs whose row count says who won: Galera
 does not honour SELECT ... FOR UPDATE across writer nodes, and a certification
-conflict comes back as a deadlock (1213), which ``_retry`` retries.
+conflict comes back as a deadlock (1213), which ``_retry`` retries. Which
+errors are retried, for how long, and why each write may or may not be
+replayed after a COMMIT that lost its connection: ``clouddisco.db.retry``.
+
+Configuration
+-------------
+
+``Database.from_conf`` applies every option of the service's own
+``[database]`` group (oslo.db's enginefacade would otherwise read the global
+``cfg.CONF``, which clouddisco never loads, and silently ignore the service's
+file): the whole group goes to ``enginefacade.configure``, which knows the
+engine options (``connection``, ``slave_connection``, ``mysql_sql_mode``,
+``mysql_wsrep_sync_wait``, ``connection_parameters``, pool sizes and
+timeouts, ``connection_debug``, ``connection_trace``, ``sqlite_synchronous``,
+``max_retries`` and ``retry_interval`` for the first connection) and
+``synchronous_reader``. What it does not apply:
+
+* ``backend``: only ``sqlalchemy`` exists; anything else is refused.
+* ``asyncio_connection``, ``asyncio_slave_connection``: clouddisco has no
+  asyncio code. Set, they are warned about and ignored.
+* ``use_db_reconnect``, ``db_retry_interval``, ``db_inc_retry_interval``,
+  ``db_max_retry_interval``, ``db_max_retries``: the retry of oslo.db's
+  ``DBAPI`` wrapper, which clouddisco does not use; its own retry is in
+  ``clouddisco.db.retry`` (why those options cannot serve it is said there),
+  tuned by clouddisco's ``[database] reconnect_retry_time``. Set, they are
+  warned about and ignored.
+
+Reads that must see a just-committed write
+------------------------------------------
+
+Every write, and every read that a decision is taken on (the health monitor,
+placement, resyncs), uses the writer connection: with HAProxy sending all
+of them to one Galera node, a read there sees every write committed
+through it. The decisions are compare-and-swaps on the rows they change, so
+one taken on a row that another node's commit made stale loses at
+certification (1213) and is retried on fresh rows.
+
+Only the API's views of routers, agents and failover events use oslo.db's
+reader: the writer too unless ``slave_connection`` is set *and*
+``synchronous_reader = false``, as oslo.db documents. Then they may go to
+another node, where a write just committed elsewhere may not be applied yet
+(a router created, then answered 404): unless the operator sets
+``mysql_wsrep_sync_wait``, clouddisco then sets it to 1 (causality checks on
+reads: a read waits until the node has applied every write committed in the
+cluster before it started), which is what oslo.db's help of
+``synchronous_reader`` asks for on Galera. Without a reader it stays unset
+(the server's value, normally 0): on the one writer node it would only add a
+cluster round trip to every read and make reads wait out flow control, and
+after a writer failover the new node has applied the old one's writes
+within milliseconds, long before HAProxy moves over (1-2 s). Set it to 1
+to be sure of that too, or to 0 to keep it off with a reader.
 """
 
 import collections
@@ -17,8 +67,8 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 import sqlalchemy as sa
-from oslo_db import api as oslo_db_api
 from oslo_db import exception as db_exc
+from oslo_db import options as db_options
 from oslo_db.sqlalchemy import enginefacade
 from oslo_log import log as logging
 from oslo_utils import uuidutils
@@ -27,6 +77,7 @@ from sqlalchemy.ext import compiler as sa_compiler
 
 from clouddisco import exceptions
 from clouddisco.db import models as m
+from clouddisco.db import retry as db_retry
 
 LOG = logging.getLogger(__name__)
 
@@ -35,10 +86,24 @@ _BULK = 500  # rows per IN list: well under every backend's parameter limit
 
 NO_AGENT_REASON = "no alive, enabled L3 agent to host the router"
 
-# A lost race on Galera is a deadlock error: retry quickly, a few times.
-_retry = oslo_db_api.wrap_db_retry(max_retries=8, retry_interval=0.02,
-                                   inc_retry_interval=True, max_retry_interval=0.5,
-                                   retry_on_deadlock=True, jitter=True)
+# A lost race on Galera is a deadlock error: retried quickly, a few times;
+# a lost connection or a node outside the Primary Component for a short
+# while, where a replay cannot apply a write twice. See clouddisco.db.retry.
+_retry = db_retry.retry
+
+# [database] options with no effect in clouddisco (module docstring): a
+# value other than oslo.db's default is warned about at start-up.
+NOT_APPLICABLE = {
+    "asyncio_connection": "clouddisco has no asyncio code",
+    "asyncio_slave_connection": "clouddisco has no asyncio code",
+    "use_db_reconnect": "clouddisco always retries lost connections where it is "
+                        "safe, for [database] reconnect_retry_time",
+    "db_retry_interval": "see [database] reconnect_retry_time",
+    "db_inc_retry_interval": "see [database] reconnect_retry_time",
+    "db_max_retry_interval": "see [database] reconnect_retry_time",
+    "db_max_retries": "see [database] reconnect_retry_time",
+}
+_NOT_FOR_THE_FACADE = set(NOT_APPLICABLE) | {"backend"}
 
 
 def utcnow() -> datetime.datetime:
@@ -94,41 +159,97 @@ class Move:
 class Database:
     """The db layer. One instance per process, built from ``[database]``."""
 
-    def __init__(self, connection: str, **engine_options) -> None:
+    def __init__(self, connection: str, *,
+                 reconnect_retry_time: float = db_retry.RECONNECT_RETRY_TIME,
+                 **options) -> None:
+        """``options``: [database] options by name (enginefacade's keys);
+        oslo.db's defaults for the others, never the global ``cfg.CONF``."""
+        settings = {opt.dest: opt.default for opt in db_options.database_opts
+                    if opt.dest not in _NOT_FOR_THE_FACADE}
+        settings.update(connection=connection, sqlite_fk=True, **options)
+        # Reads may go to another node: make them wait for the writes
+        # committed before them (module docstring).
+        self.reads_from_reader = bool(settings.get("slave_connection") and
+                                      not settings.get("synchronous_reader", True))
+        if self.reads_from_reader and settings.get("mysql_wsrep_sync_wait") is None:
+            settings["mysql_wsrep_sync_wait"] = 1
+        self.reconnect_retry_time = reconnect_retry_time
+        # Monotonic time since which the database is known to be out (a
+        # call gave up after reconnect_retry_time): calls then fail at once
+        # until one succeeds (clouddisco.db.retry).
+        self.unavailable_since: float | None = None
         self._facade = enginefacade.transaction_context()
-        options = {"connection": connection, "sqlite_fk": True, **engine_options}
-        self._facade.configure(**options)
-        self._sessionmaker = None
+        self._facade.configure(**settings)
+        self._facade.append_on_engine_create(db_retry.install)
+        self._makers: dict[bool, orm.sessionmaker] = {}
 
     @classmethod
     def from_conf(cls, conf) -> "Database":
-        db = conf.database
-        return cls(db.connection, max_retries=db.max_retries,
-                   retry_interval=db.retry_interval,
-                   connection_recycle_time=db.connection_recycle_time,
-                   max_pool_size=db.max_pool_size, max_overflow=db.max_overflow,
-                   pool_timeout=db.pool_timeout, mysql_sql_mode=db.mysql_sql_mode,
-                   # e.g. "read_timeout=5&write_timeout=5": a stalled database
-                   # then fails a request (the API answers 503) within 5 s
-                   # rather than holding it until TCP gives up.
-                   connection_parameters=db.connection_parameters)
+        """The db layer of a service, from its own ``[database]`` group: every
+        option of it, as the module docstring says."""
+        group = conf.database
+        options = {name: group[name] for name in group}
+        backend = options.pop("backend")
+        if backend != "sqlalchemy":
+            raise ValueError(f"[database] backend = {backend!r}: clouddisco only has "
+                             "the 'sqlalchemy' backend")
+        defaults = {opt.dest: opt.default for opt in db_options.database_opts}
+        for name, why in sorted(NOT_APPLICABLE.items()):
+            if options.pop(name) != defaults.get(name):
+                LOG.warning("[database] %s is set but not used by clouddisco: %s",
+                            name, why)
+        return cls(options.pop("connection"),
+                   reconnect_retry_time=options.pop("reconnect_retry_time"), **options)
 
     @property
     def engine(self) -> sa.Engine:
         return self._facade.writer.get_engine()
 
+    def _maker(self, view: bool) -> orm.sessionmaker:
+        """The writer's sessionmaker, or for an API view oslo.db's reader's
+        when reads may go to ``slave_connection`` (module docstring)."""
+        reader = view and self.reads_from_reader
+        maker = self._makers.get(reader)
+        if maker is None:
+            ctx = self._facade.reader if reader else self._facade.writer
+            maker = self._makers[reader] = ctx.get_sessionmaker()
+        return maker
+
     @contextlib.contextmanager
-    def _session(self) -> Iterator[orm.Session]:
-        if self._sessionmaker is None:
-            self._sessionmaker = self._facade.writer.get_sessionmaker()
-        with self._sessionmaker() as session, session.begin():
-            yield session
+    def _session(self, view: bool = False) -> Iterator[orm.Session]:
+        """One transaction. Its COMMIT is told apart from the statements
+        before it: a connection lost there leaves the outcome unknown
+        (``DatabaseOutcomeUnknown``), before it nothing was committed."""
+        with self._maker(view)() as session:
+            transaction = session.begin()
+            try:
+                yield session
+                session.flush()
+            except BaseException:
+                _rollback(transaction)
+                raise
+            with db_retry.committing():
+                transaction.commit()
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sa.Connection]:
+        """``_session`` without the ORM (the heartbeat paths)."""
+        with self.engine.connect() as conn:
+            transaction = conn.begin()
+            try:
+                yield conn
+            except BaseException:
+                _rollback(transaction)
+                raise
+            with db_retry.committing():
+                transaction.commit()
 
     def ping(self) -> None:
         """Raise if the database cannot be reached (start-up check)."""
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 
+    @_retry()  # a read
     def now(self) -> datetime.datetime:
         """The database clock (naive UTC): what every liveness stamp uses."""
         with self._session() as s:
@@ -140,17 +261,27 @@ class Database:
 
     # ----------------------------------------------------------------- routers
 
-    @_retry
+    @_retry(replay_safe=True, prepare=lambda kw: kw.setdefault(
+        "router_id", uuidutils.generate_uuid()))
     def create_router(self, *, project_id: str, name: str, ha: bool,
                       external_cidr: ipaddress.IPv4Network,
                       reserved_ips: Iterable[str] = (),
-                      gateway_ip: str | None = None) -> dict:
+                      gateway_ip: str | None = None,
+                      router_id: str | None = None) -> dict:
         """Insert a PENDING router with a gateway address from ``external_cidr``.
 
         A requested address must be free; otherwise the lowest free one is taken.
         Two API replicas racing for one address are settled by the unique index.
+
+        ``router_id`` is drawn once per call, before the first attempt: an
+        attempt that finds the router already there (an earlier attempt's
+        COMMIT lost its connection after all) returns it rather than insert a
+        second router.
         """
         with self._session() as s:
+            done = s.get(m.Router, router_id)
+            if done is not None:
+                return _router_dict(done, None)
             used = set(s.scalars(sa.select(m.Router.gateway_ip)))
             if gateway_ip is not None:
                 _check_requested_ip(gateway_ip, external_cidr, reserved_ips)
@@ -161,7 +292,7 @@ class Database:
             else:
                 ip = _first_free_ip(external_cidr, used | set(reserved_ips))
             now = _db_now(s)
-            router = m.Router(id=uuidutils.generate_uuid(), project_id=project_id,
+            router = m.Router(id=router_id, project_id=project_id,
                               name=name, ha=ha, gateway_ip=ip,
                               gateway_prefixlen=external_cidr.prefixlen,
                               gateway_mac=_random_mac(), status=m.PENDING,
@@ -177,21 +308,23 @@ class Database:
                 raise db_exc.RetryRequest(db_exc.DBDeadlock()) from None
             return _router_dict(router, None)
 
+    @_retry()  # a read
     def list_routers(self, project_id: str | None = None, limit: int = 1000,
                      lease_time: float | None = None) -> list[dict]:
         """Routers as users see them; with ``lease_time``, an ACTIVE router
         whose node may no longer serve it is shown DOWN (see ``_router_view``)."""
-        with self._session() as s:
+        with self._session(view=True) as s:
             now = _db_now(s)
             q = _routers_with_agent().order_by(m.Router.created_at, m.Router.id).limit(limit)
             if project_id is not None:
                 q = q.where(m.Router.project_id == project_id)
             return [_router_view(r, a, now, lease_time) for r, a in s.execute(q)]
 
+    @_retry()  # a read
     def get_router(self, router_id: str, project_id: str | None = None,
                    lease_time: float | None = None) -> dict:
         """One router; ``lease_time`` as for ``list_routers``."""
-        with self._session() as s:
+        with self._session(view=True) as s:
             now = _db_now(s)
             q = _routers_with_agent().where(m.Router.id == router_id)
             if project_id is not None:
@@ -201,7 +334,7 @@ class Database:
                 raise exceptions.NotFound(f"router {router_id} not found")
             return _router_view(row[0], row[1], now, lease_time)
 
-    @_retry
+    @_retry(replay_safe=True)  # conditional on not DELETING yet
     def begin_router_delete(self, router_id: str, project_id: str | None = None) -> dict:
         """Mark a router DELETING; the scheduler and its agent finish the job.
 
@@ -227,7 +360,7 @@ class Database:
                 raise exceptions.NotFound(f"router {router_id} not found")
             return _router_dict(router, None)
 
-    @_retry
+    @_retry(replay_safe=True)  # compare-and-swap on the binding
     def delete_unserved_router(self, router_id: str, agent_id: str | None) -> bool:
         """Drop a DELETING router that no live agent can be asked to remove,
         if its active binding is still on ``agent_id`` (None: still unbound).
@@ -249,12 +382,14 @@ class Database:
             return s.execute(sa.delete(m.Router).where(
                 m.Router.id == router_id, m.Router.status == m.DELETING)).rowcount > 0
 
+    @_retry()  # a read
     def agent_generation(self, host: str) -> int | None:
         """The lease generation of ``host``'s agent; None if it never registered."""
         with self._session() as s:
             return s.execute(sa.select(m.Agent.lease_generation)
                              .where(m.Agent.host == host)).scalar()
 
+    @_retry()  # a read
     def router_placement(self, router_id: str) -> tuple[dict, dict | None]:
         """The router and the agent row (or None) of its active binding."""
         with self._session() as s:
@@ -276,7 +411,7 @@ class Database:
 
     # ------------------------------------------------------------------ agents
 
-    @_retry
+    @_retry(replay_safe=lambda call: call["registration_id"] is not None)
     def register_agent(self, host: str, namespace_prefix: str,
                        agent_type: str = "l3", registration_id: str | None = None) -> dict:
         """Create or refresh an agent row; a (re)start bumps lease_generation.
@@ -314,7 +449,9 @@ class Database:
                 raise db_exc.RetryRequest(db_exc.DBDeadlock()) from None
             return _agent_row(agent)
 
-    @_retry
+    # A later stamp is the safe direction, but a report is worth its answer
+    # only within its sender's deadline: the next report is its retry.
+    @_retry(replay_safe=True, ride_outage=False)
     def record_heartbeat(self, host: str, generation: int | None = None,
                          guard_status: "str | None | object" = _KEEP) -> dict | None:
         """Store a received state report; None when the report renews nothing.
@@ -336,7 +473,7 @@ class Database:
             values: dict = {"heartbeat_at": db_utcnow()}
             if guard_status is not _KEEP:
                 values["guard_status"] = guard_status
-            with self.engine.begin() as conn:
+            with self._connection() as conn:
                 done = conn.execute(sa.update(m.Agent)
                                     .where(m.Agent.host == host,
                                            m.Agent.lease_generation == generation,
@@ -362,7 +499,7 @@ class Database:
                 return None
             return dict(_agent_row(agent), **values)
 
-    @_retry
+    @_retry(replay_safe=True, ride_outage=False)  # as record_heartbeat
     def record_heartbeats(self, reports: Sequence[tuple[str, int, str | None]]
                           ) -> set[tuple[str, int]]:
         """Store a batch of received state reports: ``(host, lease generation,
@@ -380,7 +517,7 @@ class Database:
         by_guard: dict = collections.defaultdict(list)
         for host, generation, guard in reports:
             by_guard[guard].append((host, generation))
-        with self.engine.begin() as conn:
+        with self._connection() as conn:
             now = conn.scalar(sa.select(db_utcnow()))
             for guard, pairs in by_guard.items():
                 for chunk in _chunks(pairs, _BULK):
@@ -402,7 +539,7 @@ class Database:
                            m.Agent.dead_since.is_(None))))
         return {(host, generation) for host, generation, _ in reports} & renewed
 
-    @_retry
+    @_retry(replay_safe=True)  # keeps the first fence and death
     def fence_agent(self, host: str, generation: int) -> dict | None:
         """Record that ``host`` removed the routers of lease ``generation``.
 
@@ -421,20 +558,22 @@ class Database:
             return dict(_agent_row(agent), fenced_at=agent.fenced_at or now,
                         dead_since=agent.dead_since or now)
 
+    @_retry()  # a read
     def list_agents(self, down_time: float) -> list[dict]:
-        with self._session() as s:
+        with self._session(view=True) as s:
             now = _db_now(s)
             rows = s.execute(_agents_with_load().order_by(m.Agent.host))
             return [_agent_dict(a, load, now, down_time) for a, load in rows]
 
+    @_retry()  # a read
     def get_agent(self, agent_id: str, down_time: float) -> dict:
-        with self._session() as s:
+        with self._session(view=True) as s:
             row = s.execute(_agents_with_load().where(m.Agent.id == agent_id)).first()
             if row is None:
                 raise exceptions.NotFound(f"agent {agent_id} not found")
             return _agent_dict(row[0], row[1], _db_now(s), down_time)
 
-    @_retry
+    @_retry(replay_safe=True)  # the value asked for
     def set_agent_admin_state(self, agent_id: str, admin_state_up: bool) -> None:
         with self._session() as s:
             done = s.execute(sa.update(m.Agent).where(m.Agent.id == agent_id)
@@ -442,6 +581,7 @@ class Database:
             if not done:
                 raise exceptions.NotFound(f"agent {agent_id} not found")
 
+    @_retry()  # a read
     def eligible_agents(self, down_time: float) -> list[dict]:
         """Alive, enabled agents with their active router counts (``load``)."""
         with self._session() as s:
@@ -453,7 +593,7 @@ class Database:
 
     # ---------------------------------------------------------------- bindings
 
-    @_retry
+    @_retry(replay_safe=True)  # finds its own binding on a replay
     def bind_router(self, router_id: str, agent_id: str) -> bool:
         """Bind an unbound router. False when it is already bound, gone or
         being deleted.
@@ -465,6 +605,11 @@ class Database:
         """
         try:
             with self._session() as s:
+                if db_retry.after_lost_commit() and s.scalar(
+                        sa.select(m.RouterBinding.agent_id).where(
+                            m.RouterBinding.router_id == router_id,
+                            m.RouterBinding.role == m.ROLE_ACTIVE)) == agent_id:
+                    return True  # the earlier attempt's COMMIT did apply
                 now = _db_now(s)
                 row = s.execute(sa.select(m.Router.status, m.Router.generation)
                                 .where(m.Router.id == router_id)).first()
@@ -488,7 +633,7 @@ class Database:
         except _LostRace:
             return False
 
-    @_retry
+    @_retry(replay_safe=False)  # may overwrite a newer status
     def set_router_error(self, router_id: str, reason: str) -> None:
         # One UPDATE conditional on the status it finds when it writes (a
         # locking read on InnoDB): it cannot undo a delete committed meanwhile.
@@ -498,6 +643,7 @@ class Database:
                       .values(status=m.ERROR, status_reason=reason[:255],
                               generation=m.Router.generation + 1, updated_at=_db_now(s)))
 
+    @_retry()  # a read
     def routers_bound_to(self, host: str) -> list[dict]:
         """Every router actively bound to ``host`` (what its agent must run)."""
         with self._session() as s:
@@ -507,7 +653,7 @@ class Database:
                  .where(m.Agent.host == host, m.RouterBinding.role == m.ROLE_ACTIVE))
             return [_router_dict(r, a) for r, a in s.execute(q)]
 
-    @_retry
+    @_retry(replay_safe=False)  # may overwrite a newer report
     def apply_router_reports(self, host: str, reports: dict[str, tuple[str, str | None]]
                              ) -> dict[str, str]:
         """Apply an agent's router outcomes: ACTIVE, ERROR or DELETED.
@@ -569,7 +715,7 @@ class Database:
 
     # ---------------------------------------------------------- health monitor
 
-    @_retry
+    @_retry(replay_safe=False, ride_outage=False)  # see db.retry
     def mark_dead_agents(self, down_time: float, agent_ids: Sequence[str] | None = None
                          ) -> list[dict]:
         """Declare dead every agent (of ``agent_ids``, default all) silent for
@@ -596,6 +742,7 @@ class Database:
                     marked.append(dict(_agent_row(agent), dead_since=now))
         return marked
 
+    @_retry()  # a read
     def seconds_to_next_expiry(self, down_time: float,
                                after: datetime.datetime | None = None) -> float | None:
         """Seconds (database clock) until the first agent now alive will have
@@ -619,6 +766,7 @@ class Database:
             return None
         return (oldest + datetime.timedelta(seconds=down_time) - now).total_seconds()
 
+    @_retry()  # a read
     def bindings_on_dead_agents(self, agent_ids: Sequence[str] | None = None) -> list[dict]:
         """Active bindings whose agent is declared dead: the routers to move,
         with what their new agent needs (so a failover reads them once)."""
@@ -642,7 +790,7 @@ class Database:
                     for (rid, gen, status, ip, plen, mac, agent_id, host, lease_gen, hb,
                          dead, fenced, guard) in s.execute(q)]
 
-    @_retry
+    @_retry(replay_safe=False, ride_outage=False)  # see db.retry
     def move_bindings(self, moves: Sequence[Move], *, cause: str, detected_by: str,
                       last_heartbeat: dict[str, datetime.datetime],
                       detected_at: dict[str, datetime.datetime],
@@ -729,6 +877,7 @@ class Database:
                 for mv in won])
         return won
 
+    @_retry()  # a read
     def agent_health(self) -> list[dict]:
         """Every agent with what the monitor needs: admin state, heartbeat,
         death, fence, ``load`` (active routers) and ``silence`` (seconds since
@@ -739,6 +888,7 @@ class Database:
                          silence=(now - a.heartbeat_at).total_seconds())
                     for a, load in s.execute(_agents_with_load())]
 
+    @_retry()  # a read
     def live_services(self, binary: str, down_time: float) -> list[str]:
         """Hosts of ``binary`` replicas that heartbeated within ``down_time``."""
         with self._session() as s:
@@ -746,6 +896,7 @@ class Database:
             return sorted(s.scalars(sa.select(m.Service.host).where(
                 m.Service.binary == binary, m.Service.heartbeat_at >= cutoff)))
 
+    @_retry()  # a read
     def routers_to_retry(self, older_than: float, unbound_older_than: float = 1.0
                          ) -> dict[str, list[dict]]:
         """Unfinished routers, by what the monitor should do with them.
@@ -778,12 +929,13 @@ class Database:
                     out["pending"].append(dict(d, agent_lease_generation=agent.lease_generation))
             return out
 
+    @_retry()  # a read
     def routers_by_id(self, router_ids: Sequence[str]) -> list[dict]:
         with self._session() as s:
             q = _routers_with_agent().where(m.Router.id.in_(list(router_ids)))
             return [_router_dict(r, a) for r, a in s.execute(q)]
 
-    @_retry
+    @_retry(replay_safe=True)
     def touch_routers(self, router_ids: Sequence[str]) -> None:
         with self._session() as s:
             s.execute(sa.update(m.Router).where(m.Router.id.in_(list(router_ids)))
@@ -791,15 +943,16 @@ class Database:
 
     # ------------------------------------------------------------------ events
 
+    @_retry()  # a read
     def list_failover_events(self, router_id: str | None = None, limit: int = 1000
                              ) -> list[dict]:
-        with self._session() as s:
+        with self._session(view=True) as s:
             q = sa.select(m.FailoverEvent).order_by(m.FailoverEvent.id.desc()).limit(limit)
             if router_id:
                 q = q.where(m.FailoverEvent.router_id == router_id)
             return [_event_dict(e) for e in s.scalars(q)]
 
-    @_retry
+    @_retry(replay_safe=True)  # once per death
     def record_unguarded(self, *, agent_id: str, dead_since: datetime.datetime,
                          last_heartbeat: datetime.datetime, detected_by: str,
                          detail: str) -> bool:
@@ -818,7 +971,7 @@ class Database:
                                   detected_at=dead_since))
             return True
 
-    @_retry
+    @_retry(replay_safe=False)  # a second row
     def record_event(self, *, cause: str, detected_by: str, detail: str) -> None:
         """An event that moved nothing (e.g. a failover refused by a safety check)."""
         with self._session() as s:
@@ -827,7 +980,7 @@ class Database:
 
     # ---------------------------------------------------------------- services
 
-    @_retry
+    @_retry(replay_safe=True)  # a later stamp
     def heartbeat_service(self, binary: str, host: str) -> datetime.datetime:
         """Stamp this replica's heartbeat; return the database time it used."""
         with self._session() as s:
@@ -846,6 +999,15 @@ class Database:
 
 
 # --------------------------------------------------------------------- helpers
+
+def _rollback(transaction) -> None:
+    """Roll back after an error without hiding it: on a lost connection the
+    rollback may fail too, and the first error is the one to report."""
+    try:
+        transaction.rollback()
+    except Exception:  # noqa: BLE001
+        LOG.debug("rollback after an error failed", exc_info=True)
+
 
 def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):

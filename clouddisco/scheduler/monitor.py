@@ -15,9 +15,11 @@ import datetime
 import time
 from collections.abc import Callable
 
+from oslo_db import exception as db_exc
 from oslo_log import log as logging
 from tooz import hashring
 
+from clouddisco import exceptions
 from clouddisco import periodic
 from clouddisco.db import api as db_api
 from clouddisco.db import models
@@ -60,6 +62,9 @@ class HealthMonitor:
         # A failed pass (DB blip) is retried after a period; the next pass
         # re-reads everything, so nothing is lost.
         self._loop = periodic.Loop("health-monitor", self._step, check_interval)
+        # Monotonic time since which every pass found the database
+        # unavailable; None while it answers.
+        self._db_down_since: float | None = None
 
     def start(self) -> None:
         self._loop.start()
@@ -68,8 +73,29 @@ class HealthMonitor:
         self._loop.stop()
 
     def _step(self) -> float:
-        self.run_once()
-        return self.next_check_delay()
+        try:
+            self.run_once()
+            delay = self.next_check_delay()
+        except (exceptions.DatabaseUnavailable, db_exc.DBConnectionError) as exc:
+            # The pass stopped at its first failed call. Each move is one
+            # transaction, so the failed one moved nothing; the next pass
+            # decides afresh, after checking the outage clock. One line per
+            # outage, not a traceback per pass.
+            if self._db_down_since is None:
+                self._db_down_since = time.monotonic()
+                LOG.error("health monitor of %s: the database is unavailable, so it "
+                          "moves nothing and declares no agent dead until it is back: "
+                          "%s", self.host, str(exc).splitlines()[0][:200])
+            else:
+                LOG.debug("health monitor of %s: the database is still unavailable: %s",
+                          self.host, exc)
+            return self.check_interval
+        if self._db_down_since is not None:
+            LOG.warning("health monitor of %s: the database is back after %.1fs; "
+                        "failovers resume", self.host,
+                        time.monotonic() - self._db_down_since)
+            self._db_down_since = None
+        return delay
 
     def next_check_delay(self) -> float:
         """Seconds to the next pass: check_interval, or less when an agent's
