@@ -10,7 +10,7 @@ PROG = "clouddisco-api"
 
 
 def main() -> None:
-    conf = launch.prepare(PROG, groups=["DEFAULT", "api", "health"])
+    conf = launch.prepare(PROG, groups=["DEFAULT", "api", "health", "database"])
     launch.survive_sighup()
     db = db_api.Database.from_conf(conf)
     launch.require(PROG, "the database ([database] connection)", db.ping)

@@ -18,7 +18,7 @@ def _add_commands(subparsers) -> None:
 
 def main() -> None:
     command = cfg.SubCommandOpt("command", title="commands", handler=_add_commands)
-    conf = launch.prepare(PROG, groups=["DEFAULT"], cli_opts=[command])
+    conf = launch.prepare(PROG, groups=["DEFAULT", "database"], cli_opts=[command])
     db = db_api.Database.from_conf(conf)
     name = conf.command.name
     if name == "head":

@@ -9,7 +9,7 @@ PROG = "clouddisco-scheduler"
 
 
 def main() -> None:
-    conf = launch.prepare(PROG, groups=["DEFAULT", "scheduler", "health"])
+    conf = launch.prepare(PROG, groups=["DEFAULT", "scheduler", "health", "database"])
     launch.survive_sighup()
     db = db_api.Database.from_conf(conf)
     launch.require(PROG, "the database ([database] connection)", db.ping)
