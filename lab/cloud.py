@@ -1,15 +1,27 @@
 """A whole clouddisco on one machine, from real parts: the lab that the
 functional tests, bench/ and the quick start share.
 
-MariaDB (a throw-away database on the machine's server), RabbitMQ (a private
-vhost on the machine's broker, or any transport URL, e.g. a PrivateRabbit),
-real ``clouddisco-*`` processes started from this venv, real namespaces on a
-private bridge. Every piece is removed again, also when a test fails; the
-process logs are attached to a failing test.
+Two topologies:
+
+- ``single`` (the default): MariaDB (a throw-away database on the machine's
+  server), RabbitMQ (a private vhost on the machine's broker, or any
+  transport URL, e.g. a PrivateRabbit), one API replica.
+- ``ha``: the production topology on loopback: a private 3-node MariaDB
+  Galera cluster (``lab.galera``) written through one HAProxy writer
+  frontend, a private 3-node RabbitMQ cluster with quorum queues
+  (``lab.rabbitcluster``) named host by host in ``transport_url``, and
+  HAProxy in front of two or more API replicas (``lab.haproxy``); two
+  scheduler replicas and three agents with their node guards by default.
+  Never the machine's own MariaDB or RabbitMQ.
+
+Both run real ``clouddisco-*`` processes started from this venv and real
+namespaces on a private bridge. Every piece is removed again, also when a test
+fails; the process logs are attached to a failing test.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import secrets
@@ -22,7 +34,10 @@ import urllib.parse
 import fixtures
 import requests
 
+from lab import galera
+from lab import haproxy
 from lab import netlab
+from lab import rabbitcluster
 from lab import tcpproxy
 
 BIN = os.path.dirname(sys.executable)
@@ -113,24 +128,57 @@ class Process:
             return None
 
 
+TOPOLOGIES = ("single", "ha")
+
+# [oslo_messaging_rabbit] of every process: come back quickly after a broker
+# outage (the defaults back off to 30 s) and notice a silently dropped
+# connection (a partition) in seconds, not a minute.
+RABBIT_OPTIONS = {
+    "rabbit_retry_interval": "1",
+    "rabbit_retry_backoff": "1",
+    "rabbit_interval_max": "2",
+    "heartbeat_timeout_threshold": "6",
+}
+# ... and on a cluster (topology "ha"): queues replicated on a quorum of
+# nodes, so that one node's loss loses no queue and no message.
+RABBIT_HA_OPTIONS = {
+    **RABBIT_OPTIONS,
+    "rabbit_quorum_queue": "true",
+}
+
+
 class Cloud(fixtures.Fixture):
     """API + scheduler + L3 agents (netns driver) on a private bridge.
 
     ``agents`` names the agents; each gets host ``<name>`` within this cloud
     (made unique per cloud) and namespace prefix ``<cloud token>-<name>-``.
+    ``topology`` is "single" or "ha" (see the module doc); ``apis`` is the
+    number of API replicas (1 for "single", 2 for "ha" unless given).
     """
 
-    def __init__(self, agents=("a", "b"), transport_url: str | None = None,
+    def __init__(self, agents=None, transport_url: str | None = None,
                  report_interval: float = 1.0, agent_down_time: float = 3.5,
                  check_interval: float = 0.5, lease_time: float = 2.0,
-                 restart_grace: float = 5.0, guards: bool = True, schedulers: int = 1,
+                 restart_grace: float = 5.0, guards: bool = True,
+                 schedulers: int | None = None,
                  max_dead_fraction: float = 0.5, proxied_agents: tuple[str, ...] = (),
                  proxied_schedulers: tuple[int, ...] = (), debug: bool = False,
-                 http_reports: bool = True, udp_reports: bool = False,
+                 http_reports: bool = True, udp_reports: bool | None = None,
                  kernel_lease: bool = True, db_proxy: bool = False,
-                 clock_skew: bool = False) -> None:
+                 clock_skew: bool = False, topology: str = "single",
+                 apis: int | None = None) -> None:
         super().__init__()
-        self.agent_names = list(agents)
+        if topology not in TOPOLOGIES:
+            raise ValueError(f"topology must be one of {TOPOLOGIES}, not {topology!r}")
+        ha = topology == "ha"
+        if ha and (transport_url or db_proxy or proxied_agents or proxied_schedulers):
+            raise ValueError("topology 'ha' brings its own database and brokers: "
+                             "no transport_url, db_proxy or proxied links")
+        self.topology = topology
+        self.api_count = apis or (2 if ha else 1)
+        if self.api_count > 1 and not ha:
+            raise ValueError("several API replicas need topology 'ha' (HAProxy)")
+        self.agent_names = list(agents or (("a", "b", "c") if ha else ("a", "b")))
         self.external_transport_url = transport_url
         self.report_interval = report_interval
         self.agent_down_time = agent_down_time
@@ -138,14 +186,16 @@ class Cloud(fixtures.Fixture):
         self.lease_time = lease_time
         self.restart_grace = restart_grace
         self.guards = guards
-        self.scheduler_count = schedulers
+        self.scheduler_count = schedulers or (2 if ha else 1)
         self.max_dead_fraction = max_dead_fraction
         # Agents also report over HTTP to the API when RPC does not answer
         # ([agent] report_endpoints), as a production node would be set up.
         self.http_reports = http_reports
         # Agents report over UDP to the schedulers' lease receivers first
         # ([agent] report_udp_endpoints), RPC and HTTP being the fallbacks.
-        self.udp_reports = udp_reports
+        # On "ha", as a production node is set up: the path that rides
+        # through a database outage (outage notices).
+        self.udp_reports = ha if udp_reports is None else udp_reports
         # Gateway addresses carry a kernel lifetime renewed with the lease
         # ([agent] kernel_lease, the product's default).
         self.kernel_lease = kernel_lease
@@ -164,13 +214,52 @@ class Cloud(fixtures.Fixture):
         self.debug = debug
         self.token = "cdt" + secrets.token_hex(3)
         self.processes: dict[str, Process] = {}
+        self.galera: galera.GaleraCluster | None = None
+        self.rabbit: rabbitcluster.RabbitCluster | None = None
+        self.haproxy: haproxy.HAProxy | None = None
 
     # ----------------------------------------------------------------- set-up
 
     def _setUp(self) -> None:
         self.tmp = self.useFixture(fixtures.TempDir()).path
+        # Every replica's own port; the URL clients use is HAProxy's on "ha".
+        self.api_ports = {n: netlab.free_port() for n in range(1, self.api_count + 1)}
+        self.api_port = self.api_ports[1]
+        if self.topology == "ha":
+            self._set_up_ha_servers()
+        else:
+            self._set_up_single_servers()
+        self.bridge = netlab.Bridge()
+        self.addCleanup(self.bridge.delete)
+        self.probe = netlab.ProbeNamespace(self.bridge, PROBE_CIDR)
+        self.addCleanup(self.probe.delete)
+        self.addCleanup(self._remove_router_namespaces)
+        self.addCleanup(self._stop_all)
+        self.udp_ports = {n: netlab.free_port() if self.udp_reports else 0
+                          for n in range(1, self.scheduler_count + 1)}
+        self.write_config("common", host="controller")
+        subprocess.run([f"{BIN}/clouddisco-db-manage", "--config-file", self.config_path(
+            "common"), "upgrade", "head"], check=True, capture_output=True, timeout=120)
+        for n in self.api_ports:
+            self.start_api(n)
+        for n in range(1, self.scheduler_count + 1):
+            self.start_scheduler(n, self._proxied_url(f"scheduler-{n}"))
+        for name in self.agent_names:
+            self.start_agent(name, self._proxied_url(f"agent-{name}"))
+            if self.guards:
+                self.start_guard(name)
+        for n in self.api_ports:
+            netlab.wait_for(lambda n=n: self._api_up(f"http://127.0.0.1:{self.api_ports[n]}"),
+                            60, 0.2, f"clouddisco-api replica {n} to answer")
+        netlab.wait_for(self._api_up, 60, 0.2, "clouddisco-api to answer")
+        netlab.wait_for(lambda: self.alive_hosts() >= {self.host(n) for n in self.agent_names},
+                        60, 0.2, "every agent to report")
+
+    def _set_up_single_servers(self) -> None:
+        """A database on the machine's MariaDB, a vhost on its RabbitMQ."""
         self.db = netlab.TempDatabase()
         self.addCleanup(self.db.drop)
+        self.db_name = self.db.name
         self.db_url = self.db.url
         if self.db_proxy:
             proxy = tcpproxy.TcpProxy(self.db.host, self.db.port).start()
@@ -179,29 +268,31 @@ class Cloud(fixtures.Fixture):
             self.db_url = self.db.url.replace(f"@{self.db.host}:{self.db.port}/",
                                               f"@127.0.0.1:{proxy.port}/")
         self.transport_url = self.external_transport_url or self._make_vhost()
-        self.bridge = netlab.Bridge()
-        self.addCleanup(self.bridge.delete)
-        self.probe = netlab.ProbeNamespace(self.bridge, PROBE_CIDR)
-        self.addCleanup(self.probe.delete)
-        self.addCleanup(self._remove_router_namespaces)
-        self.addCleanup(self._stop_all)
-        self.api_port = netlab.free_port()
-        self.udp_ports = {n: netlab.free_port() if self.udp_reports else 0
-                          for n in range(1, self.scheduler_count + 1)}
         self.api_url = f"http://127.0.0.1:{self.api_port}"
-        self.write_config("common", host="controller")
-        subprocess.run([f"{BIN}/clouddisco-db-manage", "--config-file", self.config_path(
-            "common"), "upgrade", "head"], check=True, capture_output=True, timeout=120)
-        self.start("api", "clouddisco-api")
-        for n in range(1, self.scheduler_count + 1):
-            self.start_scheduler(n, self._proxied_url(f"scheduler-{n}"))
-        for name in self.agent_names:
-            self.start_agent(name, self._proxied_url(f"agent-{name}"))
-            if self.guards:
-                self.start_guard(name)
-        netlab.wait_for(self._api_up, 60, 0.2, "clouddisco-api to answer")
-        netlab.wait_for(lambda: self.alive_hosts() >= {self.host(n) for n in self.agent_names},
-                        60, 0.2, "every agent to report")
+
+    def _set_up_ha_servers(self) -> None:
+        """A private Galera cluster and RabbitMQ cluster (started side by
+        side: each takes 10-25 s), and HAProxy in front of Galera and the
+        API replicas."""
+        self.galera = galera.GaleraCluster()
+        self.addCleanup(self.galera.destroy)
+        self.rabbit = rabbitcluster.RabbitCluster()
+        self.addCleanup(self.rabbit.destroy)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            for future in [pool.submit(self.galera.start), pool.submit(self.rabbit.start)]:
+                future.result()
+        self.db_name = "clouddisco_" + self.token
+        self.galera.create_database(self.db_name)
+        self.haproxy = haproxy.HAProxy()
+        self.addCleanup(self.haproxy.destroy)
+        self.haproxy.add_tcp_writer("galera", self.galera.servers())
+        self.haproxy.add_http_balancer("api", {
+            f"api{n}": ("127.0.0.1", port) for n, port in self.api_ports.items()},
+            check_path="/")
+        self.haproxy.start()
+        self.db_url = self.galera.url_for_port(self.haproxy.port("galera"), self.db_name)
+        self.transport_url = self.rabbit.transport_url
+        self.api_url = f"http://127.0.0.1:{self.haproxy.port('api')}"
 
     def _proxied_url(self, process: str) -> str | None:
         if process not in self.proxied:
@@ -235,6 +326,8 @@ class Cloud(fixtures.Fixture):
         its own when the agent is proxied (its node's whole network)."""
         if not self.http_reports:
             return None
+        if self.topology == "ha":
+            return self.api_url  # HAProxy: the API's virtual address
         key = f"agent-{name}-api"
         if f"agent-{name}" in self.proxied and key not in self.proxies:
             proxy = tcpproxy.TcpProxy("127.0.0.1", self.api_port).start()
@@ -303,7 +396,9 @@ class Cloud(fixtures.Fixture):
     def write_config(self, name: str, host: str, prefix: str = "qrouter-",
                      transport_url: str | None = None, state_dir: str | None = None,
                      report_endpoint: str | None = None,
-                     udp_endpoints: tuple[str, ...] | list[str] = (), udp_port: int = 0) -> str:
+                     udp_endpoints: tuple[str, ...] | list[str] = (), udp_port: int = 0,
+                     api_port: int | None = None) -> str:
+        rabbit = RABBIT_HA_OPTIONS if self.topology == "ha" else RABBIT_OPTIONS
         text = f"""
 [DEFAULT]
 host = {host}
@@ -314,7 +409,7 @@ connection = {self.db_url}
 connection_parameters = connect_timeout=5&read_timeout=5&write_timeout=5
 [api]
 bind_host = 127.0.0.1
-bind_port = {self.api_port}
+bind_port = {api_port or self.api_port}
 external_cidr = {CIDR}
 external_reserved_ips = {PROBE_CIDR.split('/')[0]}
 [agent]
@@ -340,13 +435,7 @@ replica_down_time = {max(2 * self.check_interval, 1.0)}
 restart_grace = {self.restart_grace}
 check_interval = 0.05
 [oslo_messaging_rabbit]
-# Come back quickly after a broker outage (defaults back off to 30 s).
-rabbit_retry_interval = 1
-rabbit_retry_backoff = 1
-rabbit_interval_max = 2
-# Notice a silently dropped connection (a partition) in seconds, not a minute.
-heartbeat_timeout_threshold = 6
-"""
+""" + "".join(f"{k} = {v}\n" for k, v in rabbit.items())
         path = self.config_path(name)
         with open(path, "w") as f:
             f.write(text)
@@ -358,6 +447,24 @@ heartbeat_timeout_threshold = 6
                               *extra], os.path.join(self.tmp, f"{name}.log"), env)
         self.processes[name] = proc.start()
         return proc
+
+    def start_api(self, n: int = 1) -> Process:
+        """API replica ``n`` (process "api" when there is only one)."""
+        name = self._api_name(n)
+        self.write_config(name, host=f"{self.token}-api-{n}", api_port=self.api_ports[n])
+        return self.start(name, "clouddisco-api", config=name)
+
+    def galera_writer(self) -> int:
+        """The Galera node HAProxy sends every writer to now (it stays on the
+        node it failed over to: no fail-back)."""
+        name = self.haproxy.writer("galera") or "node1"
+        return int(name.removeprefix("node"))
+
+    def _api_name(self, n: int) -> str:
+        return "api" if self.api_count == 1 else f"api-{n}"
+
+    def api_replica(self, n: int = 1) -> Process:
+        return self.processes[self._api_name(n)]
 
     def start_scheduler(self, n: int, transport_url: str | None = None) -> Process:
         self.write_config(f"scheduler-{n}", host=f"{self.token}-controller-{n}",
@@ -438,9 +545,9 @@ heartbeat_timeout_threshold = 6
                                  f"{resp.status_code}: {resp.text}")
         return resp
 
-    def _api_up(self) -> bool:
+    def _api_up(self, url: str | None = None) -> bool:
         try:
-            return requests.get(self.api_url + "/", timeout=2).ok
+            return requests.get((url or self.api_url) + "/", timeout=2).ok
         except requests.RequestException:
             return False
 

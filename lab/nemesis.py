@@ -373,8 +373,10 @@ class Sweep:
     namespace, through one raw socket: no process per router, so 30 routers
     cost the 2-core machine next to nothing."""
 
-    def __init__(self, probe_ns: str, live: dict[str, str], lock: threading.Lock) -> None:
+    def __init__(self, probe_ns: str, live: dict[str, str], lock: threading.Lock,
+                 interval: float = PING_INTERVAL) -> None:
         self.sock = icmp.probe_socket(probe_ns)
+        self.interval = interval
         self.live = live
         self.lock = lock
         self.ident = os.getpid() & 0xFFFF
@@ -404,7 +406,7 @@ class Sweep:
 
     def _send(self) -> None:
         seq = 0
-        while not self._stop.wait(PING_INTERVAL):
+        while not self._stop.wait(self.interval):
             with self.lock:
                 ips = sorted(set(self.live.values()))
             seq = (seq + 1) & 0xFFFF
