@@ -723,6 +723,32 @@ wsrep_provider_options = "{self._provider_options(node)}"
         return result
 
 
+    def disagreements(self, database: str, attempts: int = 30,
+                      pause: float = 0.05) -> dict[str, dict[int, int | None]]:
+        """Tables whose checksums differ between the running nodes in every
+        one of ``attempts`` readings: ``{table: {node: checksum}}``, empty
+        when they agree.
+
+        For a cluster that is being written to: a clouddisco writes
+        heartbeats several times a second, so one reading of the nodes, one
+        after another, can catch a commit between two of them. A table that
+        agrees in any reading is consistent; a real divergence does not heal
+        by itself and differs in every one.
+        """
+        differ: dict[str, dict[int, int | None]] | None = None
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(pause)
+            sums = self.checksum(database)
+            tables = set().union(*(v.keys() for v in sums.values()))
+            now = {t: {n: v.get(t) for n, v in sums.items()} for t in sorted(tables)
+                   if len({v.get(t) for v in sums.values()}) > 1}
+            differ = now if differ is None else {t: now[t] for t in differ if t in now}
+            if not differ:
+                return {}
+        return differ or {}
+
+
 def _clean_env() -> dict[str, str]:
     # MYSQL_*/MARIADB_* variables of the caller (e.g. MYSQL_UNIX_PORT) must
     # not point the nodes or their SST scripts at the machine's server.

@@ -251,24 +251,11 @@ class Traffic:
             out[op["router"]] = None if seen is None else round(max(0.0, seen - op["end"]), 2)
         return out
 
-    def galera_disagreements(self, attempts: int = 30) -> dict[str, dict[int, Any]]:
-        """Tables whose checksums differ between the Galera nodes in every one
-        of ``attempts`` readings (empty: they agree). Agents and replicas
-        write heartbeats several times a second, so one reading of three
-        nodes, one after another, can catch a write between them; a real
-        divergence does not heal by itself, and stays in every reading."""
+    def galera_disagreements(self) -> dict[str, dict[int, Any]]:
+        """Tables on which the Galera nodes disagree (``GaleraCluster.
+        disagreements``, which allows for the heartbeats written meanwhile)."""
         assert self.cloud.galera is not None
-        differ: dict[str, dict[int, Any]] | None = None
-        for _ in range(attempts):
-            sums = self.cloud.galera.checksum(self.cloud.db_name)
-            tables = set().union(*(v.keys() for v in sums.values()))
-            now = {t: {n: v.get(t) for n, v in sums.items()} for t in tables
-                   if len({v.get(t) for v in sums.values()}) > 1}
-            differ = now if differ is None else {t: now[t] for t in differ if t in now}
-            if not differ:
-                return {}
-            time.sleep(0.05)
-        return differ or {}
+        return self.cloud.galera.disagreements(self.cloud.db_name)
 
     def settle(self, since: float) -> list[str]:
         """Wait (SETTLE_BOUND at most) until every router the workload created

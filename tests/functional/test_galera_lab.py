@@ -82,6 +82,27 @@ class GaleraLabTest(testtools.TestCase):
         rows = self.cluster.execute(node, "SELECT id FROM rows_", database=DB)
         return {r[0] for r in rows}
 
+    def test_disagreements_finds_a_divergent_node_under_live_writes(self) -> None:
+        """The consistency check of tests/ha: a write that bypassed
+        replication on one node (wsrep_on=OFF) is found, while another table
+        is written through HAProxy all along and still counts as agreeing."""
+        self.cluster.execute(1, "CREATE TABLE other (id INT PRIMARY KEY, v INT)",
+                             database=DB)
+        # A commit every 0.25 s, about the rate of a small cloud's heartbeats.
+        loop = galera.WriteLoop(self.via_proxy, "rows_", interval=0.25).start()
+        self.addCleanup(loop.stop)
+        netlab.wait_for(lambda: len(loop.commits) >= 4, 20, what="4 commits")
+        self.assertEqual({}, self.cluster.disagreements(DB))
+        conn = self.cluster.connect(3, DB)
+        self.addCleanup(conn.close)
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION wsrep_on = OFF")
+            cur.execute("INSERT INTO other VALUES (1, 1)")
+        differ = self.cluster.disagreements(DB, attempts=5)
+        self.assertEqual(["other"], sorted(differ))
+        self.assertEqual(1, len({differ["other"][1], differ["other"][2]}))
+        self.assertNotEqual(differ["other"][1], differ["other"][3])
+
     def test_writer_crash_ist_rejoin_and_quorum_loss(self) -> None:
         cluster, proxy = self.cluster, self.proxy
         self.assertEqual(1, self.writer_node())
