@@ -34,8 +34,9 @@ the time of the last one.
 Writes bench/results/rabbit_failover.json and .png (``--output``).
 
 Results (2-core Debian 12, RabbitMQ 3.10.8, oslo.messaging 18.3.1, kombu
-5.7; ``--faults client,server --repeat 3 --window 10``; cluster up in 16.4 s;
-a killed node rejoined in 6.3-10.1 s; n = 3 per row)::
+5.7; ``--faults client,server --repeat 3 --window 10``; cluster up in 16.4 s
+with all nodes booting at once, as start() then did; a killed node rejoined
+in 6.3-10.1 s; n = 3 per row)::
 
     candidate     fault   failed  stall max  stall p50  cast fail  lost
     defaults      client       1     2.04s      1.10s          1      0

@@ -26,11 +26,14 @@ for what it is worth.
 
 Measured on the 2-core Debian 12 machine (RabbitMQ 3.10.8, Erlang 25):
 
-* ``start()`` of 3 nodes: 16.5-19 s, all booting at once (CPU-bound: one
-  node alone takes 6-8.5 s). Node 1 first, then 2 and 3 together: 22 s;
-  one after the other with ``join_cluster``: about 23 s.
+* ``start()`` of 3 nodes: 19.7-23.5 s (node 1 alone 6.7-8.5 s, then 2 and 3
+  together 11-14 s: booting is CPU-bound on two cores), against about 23 s
+  one after the other with ``stop_app; join_cluster; start_app``. All three
+  at once took 16.4-18.7 s but now and then a joiner failed to boot
+  (``schema_integrity_check_failed``: it copied node 1's tables while node 1
+  was still migrating them), so node 1 boots first.
 * ``kill(i)``: 0.03-0.07 s. ``start_node(i)`` until the others list it
-  running again: 6.2-7.9 s. A ``rabbitmqctl`` call: 0.5-1 s.
+  running again: 6.2-10.1 s. A ``rabbitmqctl`` call: 0.5-1 s.
 * What a crash costs oslo.messaging RPC: ``bench/rabbit_failover.py``.
 """
 
@@ -108,8 +111,8 @@ class RabbitCluster:
         # cluster of three should run (a node cut off from the others stops
         # serving instead of diverging).
         common = ["cluster_partition_handling = pause_minority", *config]
-        # A blank joiner that cannot reach node 1 yet (it boots at the same
-        # time) retries every 250 ms for 60 s before it would give up and
+        # A blank joiner that cannot reach node 1 (not yet, or not at the
+        # moment) retries every 250 ms for 60 s before it would give up and
         # boot as a cluster of its own.
         joiner = ["cluster_formation.peer_discovery_backend = classic_config",
                   f"cluster_formation.classic_config.nodes.1 = {first}",

@@ -1,8 +1,8 @@
 """A real 3-node RabbitMQ cluster with quorum queues: RPC rides through the
 crash of a node (lab.rabbitcluster; bench/rabbit_failover.py measures it).
 
-About 40 s on the 2-core machine: bring-up 16-19 s, the crash and its
-observation 4 s, the rejoin 6-8 s.
+30-40 s on the 2-core machine: bring-up 20-24 s, the crash and its
+observation 2-4 s, the rejoin 6-8 s.
 """
 
 import os
