@@ -451,6 +451,18 @@ class BrokerHostsTest(testtools.TestCase):
         self.assertEqual(1, driver_conf.rabbit_retry_interval)
         self.assertFalse(oslo_messaging_rabbit_global_quorum())
 
+    def test_clouddisco_rabbit_defaults_are_what_was_measured(self):
+        """A service's own ConfigOpts carries clouddisco's [oslo_messaging_rabbit]
+        defaults (not oslo.messaging's: kombu_reconnect_delay 1 s stalled calls
+        7-8 s after a cluster node crashed), and a file still overrides them."""
+        conf = base.make_conf()
+        rabbit = conf.oslo_messaging_rabbit
+        self.assertEqual(0.0, rabbit.kombu_reconnect_delay)
+        self.assertEqual(1, rabbit.rabbit_interval_max)
+        self.assertEqual("shuffle", rabbit.kombu_failover_strategy)
+        conf = base.make_conf(oslo_messaging_rabbit__kombu_reconnect_delay=2.0)
+        self.assertEqual(2.0, conf.oslo_messaging_rabbit.kombu_reconnect_delay)
+
 
 def oslo_messaging_rabbit_global_quorum():
     """The global cfg.CONF's value, if oslo.messaging ever registered it there."""
