@@ -71,6 +71,7 @@ Reproduce the table (as root, ~2.5 min, one cluster per setting):
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import re
@@ -701,27 +702,31 @@ wsrep_provider_options = "{self._provider_options(node)}"
         a node that is merely behind does not look different. Stop writers
         first: rows committed meanwhile would make the numbers differ.
         """
-        result: dict[int, dict[str, int | None]] = {}
-        for node in self.alive_nodes():
-            conn = self.connect(node, database)
-            try:
-                with conn.cursor() as cur:
-                    cur.execute("SET SESSION wsrep_sync_wait = 1")
-                    cur.execute("SELECT TABLE_NAME FROM information_schema.TABLES "
-                                "WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE' "
-                                "ORDER BY TABLE_NAME", (database,))
-                    tables = [r[0] for r in cur.fetchall()]
-                    sums: dict[str, int | None] = {}
-                    if tables:
-                        cur.execute("CHECKSUM TABLE " + ", ".join(
-                            f"`{database}`.`{t}`" for t in tables))
-                        for name, value in cur.fetchall():
-                            sums[name.split(".", 1)[1]] = value
-                    result[node] = sums
-            finally:
-                conn.close()
-        return result
+        nodes = self.alive_nodes()
+        # One thread per node: the readings are taken at nearly the same
+        # moment, so a table written meanwhile rarely differs between them.
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(nodes))) as pool:
+            sums = list(pool.map(lambda n: self._checksum_of(n, database), nodes))
+        return dict(zip(nodes, sums, strict=True))
 
+    def _checksum_of(self, node: int, database: str) -> dict[str, int | None]:
+        conn = self.connect(node, database)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET SESSION wsrep_sync_wait = 1")
+                cur.execute("SELECT TABLE_NAME FROM information_schema.TABLES "
+                            "WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE' "
+                            "ORDER BY TABLE_NAME", (database,))
+                tables = [r[0] for r in cur.fetchall()]
+                sums: dict[str, int | None] = {}
+                if tables:
+                    cur.execute("CHECKSUM TABLE " + ", ".join(
+                        f"`{database}`.`{t}`" for t in tables))
+                    for name, value in cur.fetchall():
+                        sums[name.split(".", 1)[1]] = value
+                return sums
+        finally:
+            conn.close()
 
     def disagreements(self, database: str, attempts: int = 30,
                       pause: float = 0.05) -> dict[str, dict[int, int | None]]:

@@ -111,19 +111,33 @@ class ActiveWatch(threading.Thread):
         self.cloud = cloud
         self.first_active: dict[str, float] = {}
         self.stop_event = threading.Event()
+        self.passes = 0  # listings that answered
+        self._passed = threading.Condition()
 
     def run(self) -> None:
         while not self.stop_event.wait(WATCH_INTERVAL):
             try:
                 resp = requests.get(self.cloud.api_url + "/v1/routers?limit=1000",
                                     headers=cloud_mod.ADMIN_HEADERS, timeout=5)
-                routers = resp.json()["routers"] if resp.ok else []
+                routers = resp.json()["routers"] if resp.ok else None
             except (requests.RequestException, ValueError, KeyError):
+                routers = None
+            if routers is None:
                 continue
             now = time.time()
             for r in routers:
                 if r["status"] == "ACTIVE":
                     self.first_active.setdefault(r["id"], now)
+            with self._passed:
+                self.passes += 1
+                self._passed.notify_all()
+
+    def wait_pass(self, timeout: float = 30.0) -> None:
+        """Until a listing that started after this call has been recorded
+        (what the API shows now is in ``first_active``)."""
+        with self._passed:
+            target = self.passes + 2  # the one under way may predate the call
+            self._passed.wait_for(lambda: self.passes >= target, timeout)
 
 
 class Traffic:
@@ -294,6 +308,7 @@ class Traffic:
         if events:
             out.append(f"{len(events)} failover event(s) of steady routers")
         out += self.settle(window.healed_at)
+        self.watch.wait_pass()  # a router settle() saw ACTIVE is recorded as such
         slow = {rid: s for rid, s in self.pending_seconds(window.killed_at).items()
                 if s is None or s > PENDING_BOUND}
         if slow:
