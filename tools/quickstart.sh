@@ -4,6 +4,8 @@
 #
 #   sudo tools/quickstart.sh                 # demonstrate, then stop everything
 #   sudo tools/quickstart.sh --keep-running  # leave it up until Ctrl-C
+#   sudo tools/quickstart.sh --ha            # the HA topology; a Galera and a
+#                                            # RabbitMQ node killed while pinging
 #
 # Installs what is missing first (Debian packages, MariaDB, RabbitMQ, .venv).
 set -euo pipefail
