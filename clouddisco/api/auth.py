@@ -29,7 +29,13 @@ class NoAuthContext:
 
     def __call__(self, environ, start_response):
         req = webob.Request(environ)
-        if req.path not in self.PUBLIC:
+        if req.path in self.PUBLIC:
+            # No identity, but a context all the same: oslo.log stamps each
+            # line with the thread's current context, which would otherwise
+            # be the previous request's, and an agent's report would be
+            # logged under some tenant's request id.
+            context.RequestContext(request_id=environ.get("openstack.request_id"))
+        else:
             project_id = (req.headers.get("X-Project-Id") or "").strip()
             if not project_id:
                 resp = error_response(req, 401, "missing X-Project-Id header: every "

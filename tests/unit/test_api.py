@@ -222,6 +222,33 @@ class APITest(base.DBTestCase):
         self.assertNotIn("secret", resp.text)
 
 
+class LogContextTest(testtools.TestCase):
+    """Every request is logged under its own request id, signed agent reports
+    (which carry no identity) included."""
+
+    def test_a_public_path_does_not_inherit_the_previous_request_id(self):
+        from oslo_context import context
+        from oslo_middleware import request_id
+
+        from clouddisco import heartbeat
+        from clouddisco.api import auth
+
+        seen = []
+
+        def app(environ, start_response):
+            seen.append((environ["openstack.request_id"], context.get_current().request_id))
+            start_response("200 OK", [])
+            return [b""]
+
+        stack = request_id.RequestId(auth.NoAuthContext(app))
+        for path, headers in (("/v1/routers", ADMIN), (heartbeat.HTTP_PATH, {})):
+            webob.Request.blank(path, headers=headers).get_response(stack)
+        self.assertEqual(2, len(seen))
+        self.assertNotEqual(seen[0][0], seen[1][0])
+        for own, logged in seen:
+            self.assertEqual(own, logged)
+
+
 class DatabaseDownTest(testtools.TestCase):
     """Nothing listens where the database should be: 503, not 500."""
 
