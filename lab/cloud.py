@@ -169,7 +169,9 @@ class Cloud(fixtures.Fixture):
         self.api_count = apis or (2 if ha else 1)
         if self.api_count > 1 and not ha:
             raise ValueError("several API replicas need topology 'ha' (HAProxy)")
-        self.agent_names = list(agents or (("a", "b", "c") if ha else ("a", "b")))
+        # agents=() is a control plane with no agent (not the default two).
+        self.agent_names = list(agents if agents is not None
+                                else (("a", "b", "c") if ha else ("a", "b")))
         self.external_transport_url = transport_url
         self.report_interval = report_interval
         self.agent_down_time = agent_down_time
