@@ -554,6 +554,16 @@ check_interval = 0.05
         except (requests.RequestException, AssertionError):
             return set()
 
+    def list_routers(self, timeout: float = 5) -> list[dict] | None:
+        """Every router the API shows (admin view), or None when it does not
+        answer with a list (an outage, a 503): for observers that sample."""
+        try:
+            resp = requests.get(self.api_url + "/v1/routers?limit=1000",
+                                headers=ADMIN_HEADERS, timeout=timeout)
+            return resp.json()["routers"] if resp.ok else None
+        except (requests.RequestException, ValueError, KeyError):
+            return None
+
     def create_router(self, name: str = "r", **body) -> dict:
         return self.api("POST", "/v1/routers", json={"name": name, **body},
                         expect=201).json()["router"]

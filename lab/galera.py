@@ -754,6 +754,18 @@ wsrep_provider_options = "{self._provider_options(node)}"
         return differ or {}
 
 
+def node_behind(connect: Any) -> int:
+    """The number of the node a new connection from ``connect`` reaches (e.g.
+    through HAProxy), as that node names itself (``wsrep_node_name``)."""
+    conn = connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@wsrep_node_name")
+            return int(cur.fetchone()[0].removeprefix("node"))
+    finally:
+        conn.close()
+
+
 def _clean_env() -> dict[str, str]:
     # MYSQL_*/MARIADB_* variables of the caller (e.g. MYSQL_UNIX_PORT) must
     # not point the nodes or their SST scripts at the machine's server.
@@ -880,13 +892,7 @@ def _measure(evs_name: str, repeats: int) -> None:
                                    autocommit=True, connect_timeout=2, read_timeout=60)
 
         def proxy_writer() -> int:
-            conn = via_proxy()
-            try:
-                with conn.cursor() as cur:
-                    cur.execute("SELECT @@wsrep_node_name")
-                    return int(cur.fetchone()[0].removeprefix("node"))
-            finally:
-                conn.close()
+            return node_behind(via_proxy)
 
         for r in range(repeats):
             # A node nobody writes to dies; the client writes to another.

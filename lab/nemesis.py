@@ -450,12 +450,7 @@ class Observer(threading.Thread):
             self.observe()
 
     def observe(self) -> None:
-        try:
-            resp = requests.get(self.cloud.api_url + "/v1/routers?limit=1000",
-                                headers=cloud_mod.ADMIN_HEADERS, timeout=5)
-            routers = resp.json()["routers"] if resp.ok else None
-        except (requests.RequestException, ValueError, KeyError):
-            routers = None
+        routers = self.cloud.list_routers()
         if routers is None:
             # The API showed nothing (a stalled database, 503): no router was
             # shown ACTIVE at this moment, so every open absence ends here.

@@ -28,8 +28,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import requests
-
 from lab import cloud as cloud_mod
 from lab import invariants
 from lab import nemesis
@@ -116,12 +114,7 @@ class ActiveWatch(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_event.wait(WATCH_INTERVAL):
-            try:
-                resp = requests.get(self.cloud.api_url + "/v1/routers?limit=1000",
-                                    headers=cloud_mod.ADMIN_HEADERS, timeout=5)
-                routers = resp.json()["routers"] if resp.ok else None
-            except (requests.RequestException, ValueError, KeyError):
-                routers = None
+            routers = self.cloud.list_routers()
             if routers is None:
                 continue
             now = time.time()

@@ -70,13 +70,7 @@ class GaleraLabTest(testtools.TestCase):
 
     def writer_node(self) -> int:
         """The node HAProxy sends clients to, as that node names itself."""
-        conn = self.via_proxy()
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT @@wsrep_node_name")
-                return int(cur.fetchone()[0].removeprefix("node"))
-        finally:
-            conn.close()
+        return galera.node_behind(self.via_proxy)
 
     def ids_on(self, node: int) -> set[int]:
         rows = self.cluster.execute(node, "SELECT id FROM rows_", database=DB)
