@@ -242,8 +242,7 @@ class Cloud(fixtures.Fixture):
             if self.guards:
                 self.start_guard(name)
         for n in self.api_ports:
-            netlab.wait_for(lambda n=n: self._api_up(f"http://127.0.0.1:{self.api_ports[n]}"),
-                            60, 0.2, f"clouddisco-api replica {n} to answer")
+            self.wait_api_replica(n)
         netlab.wait_for(self._api_up, 60, 0.2, "clouddisco-api to answer")
         netlab.wait_for(lambda: self.alive_hosts() >= {self.host(n) for n in self.agent_names},
                         60, 0.2, "every agent to report")
@@ -452,6 +451,11 @@ check_interval = 0.05
         node it failed over to: no fail-back)."""
         name = self.haproxy.writer("galera") or "node1"
         return int(name.removeprefix("node"))
+
+    def wait_api_replica(self, n: int, timeout: float = 60) -> None:
+        """Until API replica ``n`` answers on its own port (not through HAProxy)."""
+        netlab.wait_for(lambda: self._api_up(f"http://127.0.0.1:{self.api_ports[n]}"),
+                        timeout, 0.2, f"clouddisco-api replica {n} to answer")
 
     def _api_name(self, n: int) -> str:
         return "api" if self.api_count == 1 else f"api-{n}"

@@ -96,8 +96,7 @@ def single_server_faults(cloud: cloud_mod.Cloud, down: float = 5.0) -> list[Faul
 
 def _restart_api(cloud: cloud_mod.Cloud) -> None:
     cloud.start_api(1)
-    netlab.wait_for(lambda: cloud._api_up(f"http://127.0.0.1:{cloud.api_ports[1]}"), 60,
-                    0.2, "API replica 1 to answer again")
+    cloud.wait_api_replica(1)
 
 
 class ActiveWatch(threading.Thread):
