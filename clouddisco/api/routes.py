@@ -16,10 +16,12 @@ ROUTES = {
     "/v1": {"GET": root.versions},
     "/v1/routers": {"GET": routers.list_routers, "POST": routers.create_router},
     "/v1/routers/{router_id}": {"GET": routers.show_router,
+                                "PUT": routers.update_router,
                                 "DELETE": routers.delete_router},
     "/v1/agents": {"GET": agents.list_agents},
     "/v1/agents/{agent_id}": {"GET": agents.show_agent, "PUT": agents.update_agent},
     "/v1/failover-events": {"GET": failover_events.list_failover_events},
+    "/v1/failover-events/{event_id}": {"GET": failover_events.show_failover_event},
     heartbeat.HTTP_PATH: {"POST": agent_reports.receive_report},
     heartbeat.HTTP_FENCE_PATH: {"POST": agent_reports.receive_fence},
 }

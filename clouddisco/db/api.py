@@ -334,6 +334,19 @@ class Database:
                 raise exceptions.NotFound(f"router {router_id} not found")
             return _router_view(row[0], row[1], now, lease_time)
 
+    @_retry(replay_safe=True)  # sets the value asked for
+    def update_router(self, router_id: str, project_id: str | None = None, *,
+                      name: str) -> None:
+        """Rename a router. Nothing the data plane uses changes, so neither
+        does the generation; a DELETING router is a 409."""
+        with self._session() as s:
+            router = self._get_router_row(s, router_id, project_id)
+            done = s.execute(sa.update(m.Router)
+                             .where(m.Router.id == router.id, m.Router.status != m.DELETING)
+                             .values(name=name, updated_at=_db_now(s))).rowcount
+            if not done:
+                raise exceptions.Conflict(f"router {router_id} is being deleted")
+
     @_retry(replay_safe=True)  # conditional on not DELETING yet
     def begin_router_delete(self, router_id: str, project_id: str | None = None) -> dict:
         """Mark a router DELETING; the scheduler and its agent finish the job.
@@ -951,6 +964,14 @@ class Database:
             if router_id:
                 q = q.where(m.FailoverEvent.router_id == router_id)
             return [_event_dict(e) for e in s.scalars(q)]
+
+    @_retry()  # a read
+    def get_failover_event(self, event_id: int) -> dict:
+        with self._session(view=True) as s:
+            event = s.get(m.FailoverEvent, event_id)
+            if event is None:
+                raise exceptions.NotFound(f"failover event {event_id} not found")
+            return _event_dict(event)
 
     @_retry(replay_safe=True)  # once per death
     def record_unguarded(self, *, agent_id: str, dead_since: datetime.datetime,

@@ -4,6 +4,7 @@ import webob
 
 from clouddisco.api import auth
 from clouddisco.api import util
+from clouddisco.api.errors import HTTPError
 
 
 def list_failover_events(req: webob.Request) -> webob.Response:
@@ -15,3 +16,12 @@ def list_failover_events(req: webob.Request) -> webob.Response:
         util.check_uuid(router_id, "router")
     events = app.db.list_failover_events(router_id=router_id, limit=limit)
     return util.json_response({"failover_events": events})
+
+
+def show_failover_event(req: webob.Request) -> webob.Response:
+    auth.require_admin(auth.get_context(req), "showing a failover event")
+    app = req.environ["clouddisco.app"]
+    raw = req.urlvars["event_id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise HTTPError(404, f"failover event {raw} not found")
+    return util.json_response({"failover_event": app.db.get_failover_event(int(raw))})

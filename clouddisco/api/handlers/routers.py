@@ -53,6 +53,18 @@ def show_router(req: webob.Request) -> webob.Response:
     return util.json_response({"router": router})
 
 
+def update_router(req: webob.Request) -> webob.Response:
+    ctx = auth.get_context(req)
+    app = _app(req)
+    router_id = util.check_uuid(req.urlvars["router_id"], "router")
+    body = util.read_json(req, schema.UPDATE)
+    app.db.update_router(router_id, auth.project_scope(ctx), name=body["name"])
+    LOG.info("router %s renamed by project %s", router_id, ctx.project_id)
+    router = app.db.get_router(router_id, auth.project_scope(ctx),
+                               lease_time=app.conf.health.lease_time)
+    return util.json_response({"router": router})
+
+
 def delete_router(req: webob.Request) -> webob.Response:
     ctx = auth.get_context(req)
     app = _app(req)

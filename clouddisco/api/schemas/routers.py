@@ -10,3 +10,12 @@ CREATE = {
     "required": ["name"],
     "additionalProperties": False,
 }
+
+UPDATE = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 255},
+    },
+    "required": ["name"],
+    "additionalProperties": False,
+}
