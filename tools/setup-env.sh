@@ -16,7 +16,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.venv"
 STAMP="$VENV/.clouddisco-reqs"
-PACKAGES=(mariadb-server rabbitmq-server iproute2 iputils-ping python3-venv haproxy)
+PACKAGES=(mariadb-server rabbitmq-server iproute2 iputils-ping python3-venv haproxy shellcheck)
 DB_USER=clouddisco
 DB_PASS=clouddisco
 DB_NAME=clouddisco
