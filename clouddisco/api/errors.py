@@ -37,6 +37,51 @@ def error_response(req: webob.Request, status: int, message: str,
     return resp
 
 
+# Headers of a library's error response that say what to do next.
+_KEPT_HEADERS = ("WWW-Authenticate", "Retry-After", "Allow")
+
+# What a library's error responses of these statuses mean here, in words
+# that tell the caller what to do (auth_token and oslo.middleware answer in
+# their own formats, some in HTML).
+_LIBRARY_MESSAGES = {
+    401: "authentication required: send a valid Keystone token in X-Auth-Token "
+         "(this one is missing, invalid, expired or revoked)",
+    413: "request body too large: larger than [oslo_middleware] max_request_body_size",
+    503: "the identity service (Keystone) is unavailable, so the token could not be "
+         "validated; try again later",
+}
+
+
+def _ours(resp: webob.Response) -> bool:
+    if resp.content_type != "application/json":
+        return False
+    try:
+        error = json.loads(resp.body)["error"]
+        return "request_id" in error and "status" in error
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def _kept_headers(headers) -> dict:
+    return {k: headers[k] for k in _KEPT_HEADERS if k in headers}
+
+
+def _webob_message(exc: webob.exc.HTTPException) -> str:
+    return (_LIBRARY_MESSAGES.get(exc.code) if exc.code in (401, 503) else None) or \
+        str(exc.detail or exc.explanation or exc.title)
+
+
+def _as_ours(req: webob.Request, resp: webob.Response) -> webob.Response:
+    """A library's error response (keystonemiddleware's 401 and 503,
+    oslo.middleware's 413) in clouddisco's JSON error format, with its
+    request id, keeping the headers that matter (WWW-Authenticate)."""
+    status = resp.status_int
+    if status not in webob.exc.status_map:
+        status = 500 if status >= 500 else 400
+    message = _LIBRARY_MESSAGES.get(status) or webob.exc.status_map[status].title
+    return error_response(req, status, message, headers=_kept_headers(resp.headers))
+
+
 # Domain errors → HTTP status.
 _STATUS = {exceptions.NotFound: 404, exceptions.Conflict: 409, exceptions.InvalidInput: 400}
 
@@ -58,6 +103,11 @@ class FaultWrapper:
             resp = req.get_response(self.app)
         except HTTPError as exc:
             resp = error_response(req, exc.status, exc.message, exc.field, exc.headers)
+        except webob.exc.HTTPException as exc:
+            # A library's error, raised (oslo.middleware's body size limit
+            # while the body is read).
+            resp = error_response(req, exc.code, _webob_message(exc),
+                                  headers=_kept_headers(exc.headers))
         except exceptions.DatabaseUnavailable as exc:
             # Down, unreachable, or its Galera node outside the Primary
             # Component for longer than the db layer's retry
@@ -85,6 +135,8 @@ class FaultWrapper:
             LOG.exception("unexpected error serving %s %s", req.method, req.path)
             resp = error_response(req, 500, "internal error; see the clouddisco-api log "
                                   "for this request id")
+        if resp.status_int >= 400 and not _ours(resp):
+            resp = _as_ours(req, resp)
         LOG.info("%s %s -> %s (%.1f ms)", req.method, req.path_qs, resp.status_int,
                  (time.monotonic() - started) * 1000)
         return resp(environ, start_response)

@@ -6,6 +6,7 @@ Every service owns a ``cfg.ConfigOpts``; nothing reads ``cfg.CONF`` at run time.
 import ipaddress
 from collections.abc import Sequence
 
+from keystonemiddleware.auth_token import _opts as authtoken_opts
 from oslo_config import cfg
 from oslo_db import options as db_options
 from oslo_log import log as logging
@@ -13,6 +14,8 @@ from oslo_messaging import opts as messaging_opts
 from oslo_messaging._drivers import impl_rabbit as _messaging_rabbit
 from oslo_messaging._metrics import client as _messaging_metrics
 from oslo_messaging._tracing import client as _messaging_tracing
+from oslo_middleware import opts as middleware_opts
+from oslo_policy import opts as policy_opts
 
 from clouddisco.conf import opts
 from clouddisco.conf import types
@@ -98,6 +101,15 @@ def register(conf: cfg.ConfigOpts) -> None:
                        group="oslo_messaging_tracing")
     conf.register_opts(_messaging_metrics.oslo_messaging_metrics,
                        group="oslo_messaging_metrics")
+    # The API's libraries register these when the application is built;
+    # registered here too, so that config files are checked against them and
+    # the sample lists them (their oslo.config.opts namespaces).
+    for lister in (authtoken_opts.list_opts, policy_opts.list_opts,
+                   middleware_opts.list_opts_sizelimit,
+                   middleware_opts.list_opts_http_proxy_to_wsgi,
+                   middleware_opts.list_opts_healthcheck):
+        for group, group_opts in lister():
+            conf.register_opts(group_opts, group=group)
 
 
 def check(conf: cfg.ConfigOpts, groups: Sequence[str] | None = None) -> None:

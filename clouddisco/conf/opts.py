@@ -47,9 +47,16 @@ API_OPTS = [
     ),
     cfg.StrOpt(
         "auth_strategy",
-        default="noauth",
-        choices=[("noauth", "trust the X-Project-Id and X-Roles headers (development only)")],
-        help="How requests are authenticated.",
+        default="keystone",
+        choices=[
+            ("keystone", "validate the X-Auth-Token of every request with Keystone "
+             "(keystonemiddleware auth_token, configured in [keystone_authtoken])"),
+            ("noauth", "trust the X-Project-Id and X-Roles headers; anyone who can "
+             "reach the API is whoever they say (tests and development only)"),
+        ],
+        help="How requests are authenticated. Version discovery (/, /v1), "
+        "/healthcheck and the agents' signed reports need no token either way. "
+        "noauth logs a warning at start-up.",
     ),
     cfg.Opt(
         "external_cidr",

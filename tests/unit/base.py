@@ -15,8 +15,13 @@ from clouddisco.db import models
 
 
 def make_conf(**overrides):
-    """A fresh ConfigOpts; overrides are ``group__option=value`` or ``option=value``."""
+    """A fresh ConfigOpts; overrides are ``group__option=value`` or ``option=value``.
+
+    The API trusts the identity headers (``[api] auth_strategy = noauth``)
+    unless ``api__auth_strategy`` says otherwise.
+    """
     conf = cd_conf.build([], default_config_files=[])
+    overrides.setdefault("api__auth_strategy", "noauth")
     for key, value in overrides.items():
         group, _, name = key.rpartition("__")
         conf.set_override(name, value, group or None)

@@ -1,23 +1,25 @@
-"""Handlers of /v1/agents (admin only)."""
+"""Handlers of /v1/agents (admin only by default: clouddisco.policies.agents)."""
 
 import webob
 from oslo_log import log as logging
 
 from clouddisco.api import auth
+from clouddisco.api import policy
 from clouddisco.api import util
 from clouddisco.api.schemas import agents as schema
+from clouddisco.policies import agents as rules
 
 LOG = logging.getLogger(__name__)
 
 
 def list_agents(req: webob.Request) -> webob.Response:
-    auth.require_admin(auth.get_context(req), "listing agents")
+    policy.authorize(req, rules.LIST, "listing agents")
     app = req.environ["clouddisco.app"]
     return util.json_response({"agents": app.db.list_agents(app.conf.health.agent_down_time)})
 
 
 def show_agent(req: webob.Request) -> webob.Response:
-    auth.require_admin(auth.get_context(req), "showing an agent")
+    policy.authorize(req, rules.SHOW, "showing an agent")
     app = req.environ["clouddisco.app"]
     agent_id = util.check_uuid(req.urlvars["agent_id"], "agent")
     return util.json_response({"agent": app.db.get_agent(agent_id,
@@ -26,7 +28,7 @@ def show_agent(req: webob.Request) -> webob.Response:
 
 def update_agent(req: webob.Request) -> webob.Response:
     ctx = auth.get_context(req)
-    auth.require_admin(ctx, "changing an agent")
+    policy.authorize(req, rules.UPDATE, "changing an agent")
     app = req.environ["clouddisco.app"]
     agent_id = util.check_uuid(req.urlvars["agent_id"], "agent")
     body = util.read_json(req, schema.UPDATE)

@@ -2,13 +2,14 @@
 
 import webob
 
-from clouddisco.api import auth
+from clouddisco.api import policy
 from clouddisco.api import util
 from clouddisco.api.errors import HTTPError
+from clouddisco.policies import failover_events as rules
 
 
 def list_failover_events(req: webob.Request) -> webob.Response:
-    auth.require_admin(auth.get_context(req), "listing failover events")
+    policy.authorize(req, rules.LIST, "listing failover events")
     app = req.environ["clouddisco.app"]
     limit = util.query_int(req, "limit", app.conf.api.max_limit, 1, app.conf.api.max_limit)
     router_id = req.GET.get("router_id")
@@ -19,7 +20,7 @@ def list_failover_events(req: webob.Request) -> webob.Response:
 
 
 def show_failover_event(req: webob.Request) -> webob.Response:
-    auth.require_admin(auth.get_context(req), "showing a failover event")
+    policy.authorize(req, rules.SHOW, "showing a failover event")
     app = req.environ["clouddisco.app"]
     raw = req.urlvars["event_id"]
     if not raw.isdigit() or len(raw) > 18:

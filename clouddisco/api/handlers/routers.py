@@ -4,8 +4,10 @@ import webob
 from oslo_log import log as logging
 
 from clouddisco.api import auth
+from clouddisco.api import policy
 from clouddisco.api import util
 from clouddisco.api.schemas import routers as schema
+from clouddisco.policies import routers as rules
 
 LOG = logging.getLogger(__name__)
 
@@ -15,17 +17,17 @@ def _app(req: webob.Request):
 
 
 def list_routers(req: webob.Request) -> webob.Response:
-    ctx = auth.get_context(req)
     app = _app(req)
     limit = util.query_int(req, "limit", app.conf.api.max_limit, 1, app.conf.api.max_limit)
-    routers = app.db.list_routers(auth.project_scope(ctx), limit=limit,
+    routers = app.db.list_routers(policy.list_scope(req), limit=limit,
                                   lease_time=app.conf.health.lease_time)
-    return util.json_response({"routers": routers})
+    return util.json_response({"routers": policy.router_views(req, routers)})
 
 
 def create_router(req: webob.Request) -> webob.Response:
     ctx = auth.get_context(req)
     app = _app(req)
+    policy.authorize(req, rules.CREATE, "creating a router")
     body = util.read_json(req, schema.CREATE)
     router = app.db.create_router(
         project_id=ctx.project_id, name=body["name"], ha=body.get("ha", False),
@@ -37,39 +39,38 @@ def create_router(req: webob.Request) -> webob.Response:
     # A cast on a background thread: a lost one is logged there, and the
     # health monitor places routers left unbound.
     app.scheduler.schedule_router(router["id"])
-    resp = util.json_response({"router": router}, status=201)
+    resp = util.json_response({"router": policy.router_view(req, router)}, status=201)
     resp.location = f"{req.host_url}/v1/routers/{router['id']}"
     return resp
 
 
 def show_router(req: webob.Request) -> webob.Response:
-    ctx = auth.get_context(req)
     router_id = util.check_uuid(req.urlvars["router_id"], "router")
-    app = _app(req)
     # lease_time: past it without a report the node may have removed the
-    # router, so an ACTIVE one is shown DOWN.
-    router = app.db.get_router(router_id, auth.project_scope(ctx),
-                               lease_time=app.conf.health.lease_time)
-    return util.json_response({"router": router})
+    # router, so an ACTIVE one is shown DOWN (policy.get_router passes it).
+    router = policy.get_router(req, rules.SHOW, "showing a router", router_id)
+    return util.json_response({"router": policy.router_view(req, router)})
 
 
 def update_router(req: webob.Request) -> webob.Response:
     ctx = auth.get_context(req)
     app = _app(req)
     router_id = util.check_uuid(req.urlvars["router_id"], "router")
+    project_id = policy.get_router(req, rules.UPDATE, "renaming a router",
+                                   router_id)["project_id"]
     body = util.read_json(req, schema.UPDATE)
-    app.db.update_router(router_id, auth.project_scope(ctx), name=body["name"])
+    app.db.update_router(router_id, project_id, name=body["name"])
     LOG.info("router %s renamed by project %s", router_id, ctx.project_id)
-    router = app.db.get_router(router_id, auth.project_scope(ctx),
-                               lease_time=app.conf.health.lease_time)
-    return util.json_response({"router": router})
+    router = app.db.get_router(router_id, project_id, lease_time=app.conf.health.lease_time)
+    return util.json_response({"router": policy.router_view(req, router)})
 
 
 def delete_router(req: webob.Request) -> webob.Response:
-    ctx = auth.get_context(req)
     app = _app(req)
     router_id = util.check_uuid(req.urlvars["router_id"], "router")
-    app.db.begin_router_delete(router_id, auth.project_scope(ctx))
+    project_id = policy.get_router(req, rules.DELETE, "deleting a router",
+                                   router_id)["project_id"]
+    app.db.begin_router_delete(router_id, project_id)
     LOG.info("router %s marked for deletion", router_id)
     # As above: the monitor finishes a delete whose cast was lost.
     app.scheduler.delete_router(router_id)
