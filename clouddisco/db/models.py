@@ -13,7 +13,21 @@ from sqlalchemy.dialects import mysql
 from clouddisco import heartbeat
 
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-UUID = sa.String(36)
+
+
+def Identifier(length: int) -> sa.types.TypeEngine:
+    """A string that names something (an id, a project): compared byte for
+    byte. MariaDB's default utf8mb4_general_ci would make ``TENANT-A``,
+    ``tenant-a`` and ``ténant-a`` one project, able to read and delete each
+    other's routers; utf8mb4_bin keeps them apart. SQLite compares bytes
+    already."""
+    return sa.String(length).with_variant(
+        mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb")
+
+
+UUID = Identifier(36)
+# The longest project id the API accepts (the column's length).
+PROJECT_ID_LENGTH = 64
 
 # Router status values.
 PENDING = "PENDING"
@@ -77,15 +91,15 @@ class Agent(Base):
     guard_status: orm.Mapped[str | None] = orm.mapped_column(sa.String(16))
     # The agent's id for the registration that set lease_generation: a retry
     # of that registration (its first reply was late) bumps nothing.
-    registration_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(36))
+    registration_id: orm.Mapped[str | None] = orm.mapped_column(UUID)
 
 
 class Router(Base):
     __tablename__ = "routers"
 
     id: orm.Mapped[str] = orm.mapped_column(UUID, primary_key=True)
-    project_id: orm.Mapped[str] = orm.mapped_column(sa.String(64), nullable=False,
-                                                    index=True)
+    project_id: orm.Mapped[str] = orm.mapped_column(Identifier(PROJECT_ID_LENGTH),
+                                                    nullable=False, index=True)
     name: orm.Mapped[str] = orm.mapped_column(sa.String(255), nullable=False,
                                               default="")
     gateway_ip: orm.Mapped[str] = orm.mapped_column(sa.String(64), nullable=False,
