@@ -21,6 +21,13 @@ class InvalidInput(ClouddiscoError):
         self.field = field
 
 
+class InvalidMarker(InvalidInput):
+    """A pagination marker that names no item the caller may see."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="marker")
+
+
 class NoAddressAvailable(Conflict):
     pass
 

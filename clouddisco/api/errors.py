@@ -2,6 +2,7 @@
 
 import json
 import time
+import urllib.parse
 
 import webob
 import webob.exc
@@ -86,6 +87,21 @@ def _as_ours(req: webob.Request, resp: webob.Response) -> webob.Response:
 _STATUS = {exceptions.NotFound: 404, exceptions.Conflict: 409, exceptions.InvalidInput: 400}
 
 
+def loggable_path(environ) -> str:
+    """The request's path and query as received, %-encoded where they are
+    not printable ASCII: never raises, unlike webob's ``req.path_qs``, which
+    decodes them as UTF-8 (``GET /%ff`` made the error handler itself fail,
+    and the server answered a plain-text 500)."""
+    raw = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode(
+        "latin-1", "replace")
+    path = urllib.parse.quote(raw, safe="/:@!$&'()*+,;=-._~%")
+    query = environ.get("QUERY_STRING", "")
+    if query:
+        path += "?" + urllib.parse.quote(query.encode("latin-1", "replace"),
+                                         safe="/:@!$&'()*+,;=-._~%?")
+    return path[:1000]
+
+
 class FaultWrapper:
     """Turn every exception into a JSON error, and log one line per request.
 
@@ -98,6 +114,7 @@ class FaultWrapper:
 
     def __call__(self, environ, start_response):
         req = webob.Request(environ)
+        path = loggable_path(environ)
         started = time.monotonic()
         try:
             resp = req.get_response(self.app)
@@ -108,11 +125,22 @@ class FaultWrapper:
             # while the body is read).
             resp = error_response(req, exc.code, _webob_message(exc),
                                   headers=_kept_headers(exc.headers))
+        except UnicodeDecodeError:
+            # webob decodes the path, query string and form values as UTF-8
+            # when a layer first reads them; the client sent other bytes.
+            resp = error_response(req, 400, f"the request is not valid UTF-8: {path}")
+        except db_exc.DBDataError as exc:
+            # A value the column cannot hold (too long, not storable in the
+            # column's character set) that no check before caught.
+            LOG.warning("%s %s: value refused by the database: %s", req.method, path,
+                        str(exc).splitlines()[0][:200])
+            resp = error_response(req, 400, "a value of the request is too long or not "
+                                  "storable")
         except exceptions.DatabaseUnavailable as exc:
             # Down, unreachable, or its Galera node outside the Primary
             # Component for longer than the db layer's retry
             # (clouddisco.db.retry): the request may succeed later.
-            LOG.warning("%s %s: database unavailable: %s", req.method, req.path,
+            LOG.warning("%s %s: database unavailable: %s", req.method, path,
                         str(exc).splitlines()[0][:200])
             if isinstance(exc, exceptions.DatabaseOutcomeUnknown):
                 message = ("the database is unavailable: the connection was lost while "
@@ -124,7 +152,7 @@ class FaultWrapper:
                                   headers={"Retry-After": str(exc.retry_after)})
         except db_exc.DBConnectionError as exc:
             # The same, from a path outside the db layer's retry.
-            LOG.warning("%s %s: database unavailable: %s", req.method, req.path,
+            LOG.warning("%s %s: database unavailable: %s", req.method, path,
                         str(exc).splitlines()[0][:200])
             resp = error_response(req, 503, "the database is unavailable; nothing was "
                                   "changed, try again later", headers={"Retry-After": "5"})
@@ -132,11 +160,11 @@ class FaultWrapper:
             status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 500)
             resp = error_response(req, status, str(exc), getattr(exc, "field", None))
         except Exception:
-            LOG.exception("unexpected error serving %s %s", req.method, req.path)
+            LOG.exception("unexpected error serving %s %s", req.method, path)
             resp = error_response(req, 500, "internal error; see the clouddisco-api log "
                                   "for this request id")
         if resp.status_int >= 400 and not _ours(resp):
             resp = _as_ours(req, resp)
-        LOG.info("%s %s -> %s (%.1f ms)", req.method, req.path_qs, resp.status_int,
+        LOG.info("%s %s -> %s (%.1f ms)", req.method, path, resp.status_int,
                  (time.monotonic() - started) * 1000)
         return resp(environ, start_response)

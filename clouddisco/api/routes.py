@@ -4,16 +4,18 @@ import routes
 import webob
 
 from clouddisco import heartbeat
+from clouddisco.api import auth
 from clouddisco.api.errors import HTTPError
 from clouddisco.api.handlers import agent_reports
 from clouddisco.api.handlers import agents
 from clouddisco.api.handlers import failover_events
 from clouddisco.api.handlers import root
 from clouddisco.api.handlers import routers
+from clouddisco.db import models
 
 ROUTES = {
     "/": {"GET": root.versions},
-    "/v1": {"GET": root.versions},
+    "/v1": {"GET": root.version},
     "/v1/routers": {"GET": routers.list_routers, "POST": routers.create_router},
     "/v1/routers/{router_id}": {"GET": routers.show_router,
                                 "PUT": routers.update_router,
@@ -52,8 +54,16 @@ class Dispatcher:
 
     def __call__(self, environ, start_response):
         req = webob.Request(environ)
-        # Accept a trailing slash on any path.
+        # Accept a trailing slash on any path. A path that is not UTF-8
+        # raises UnicodeDecodeError here: the fault wrapper's 400.
         path = req.path_info.rstrip("/") or "/"
+        ctx = environ.get(auth.ENV_CONTEXT)
+        project_id = getattr(ctx, "project_id", None)
+        if project_id is not None and len(project_id) > models.PROJECT_ID_LENGTH:
+            # Whether from X-Project-Id (noauth) or a token: no router can
+            # belong to it, and the database would refuse to store it.
+            raise HTTPError(400, f"project id longer than {models.PROJECT_ID_LENGTH} "
+                            "characters")
         match = self.mapper.match(path, environ)
         if match is None:
             raise HTTPError(404, f"no such resource: {req.path}")

@@ -310,14 +310,32 @@ class Database:
 
     @_retry()  # a read
     def list_routers(self, project_id: str | None = None, limit: int = 1000,
-                     lease_time: float | None = None) -> list[dict]:
-        """Routers as users see them; with ``lease_time``, an ACTIVE router
-        whose node may no longer serve it is shown DOWN (see ``_router_view``)."""
+                     lease_time: float | None = None, marker: str | None = None
+                     ) -> list[dict]:
+        """Routers as users see them, oldest first (``created_at``, then
+        ``id``: a stable order, so pages neither repeat nor skip a router);
+        with ``lease_time``, an ACTIVE router whose node may no longer serve
+        it is shown DOWN (see ``_router_view``).
+
+        ``marker``: the id of the last router of the previous page; the list
+        starts after it. A marker that names no router the caller may see
+        (``project_id``) raises ``InvalidMarker``.
+        """
         with self._session(view=True) as s:
             now = _db_now(s)
             q = _routers_with_agent().order_by(m.Router.created_at, m.Router.id).limit(limit)
             if project_id is not None:
                 q = q.where(m.Router.project_id == project_id)
+            if marker is not None:
+                mq = sa.select(m.Router.created_at).where(m.Router.id == marker)
+                if project_id is not None:
+                    mq = mq.where(m.Router.project_id == project_id)
+                after = s.execute(mq).first()
+                if after is None:
+                    raise exceptions.InvalidMarker(f"marker {marker} names no router")
+                q = q.where(sa.or_(m.Router.created_at > after[0],
+                                   sa.and_(m.Router.created_at == after[0],
+                                           m.Router.id > marker)))
             return [_router_view(r, a, now, lease_time) for r, a in s.execute(q)]
 
     @_retry()  # a read
@@ -572,11 +590,21 @@ class Database:
                         dead_since=agent.dead_since or now)
 
     @_retry()  # a read
-    def list_agents(self, down_time: float) -> list[dict]:
+    def list_agents(self, down_time: float, limit: int | None = None,
+                    marker: str | None = None) -> list[dict]:
+        """Agents by host name (unique: a stable order for pages); ``marker``
+        as for ``list_routers``."""
         with self._session(view=True) as s:
             now = _db_now(s)
-            rows = s.execute(_agents_with_load().order_by(m.Agent.host))
-            return [_agent_dict(a, load, now, down_time) for a, load in rows]
+            q = _agents_with_load().order_by(m.Agent.host)
+            if marker is not None:
+                after = s.execute(sa.select(m.Agent.host).where(m.Agent.id == marker)).first()
+                if after is None:
+                    raise exceptions.InvalidMarker(f"marker {marker} names no agent")
+                q = q.where(m.Agent.host > after[0])
+            if limit is not None:
+                q = q.limit(limit)
+            return [_agent_dict(a, load, now, down_time) for a, load in s.execute(q)]
 
     @_retry()  # a read
     def get_agent(self, agent_id: str, down_time: float) -> dict:
@@ -957,12 +985,30 @@ class Database:
     # ------------------------------------------------------------------ events
 
     @_retry()  # a read
-    def list_failover_events(self, router_id: str | None = None, limit: int = 1000
-                             ) -> list[dict]:
+    def list_failover_events(self, router_id: str | None = None, limit: int = 1000,
+                             *, agent_id: str | None = None,
+                             since: datetime.datetime | None = None,
+                             marker: int | None = None) -> list[dict]:
+        """Events newest first (by ``id``, which only grows: a stable order).
+
+        ``agent_id``: events that moved a router off or onto that agent;
+        ``since``: detected at or after that time (naive UTC); ``marker``: the
+        id of the last event of the previous page (``InvalidMarker`` when no
+        such event exists).
+        """
+        fe = m.FailoverEvent
         with self._session(view=True) as s:
-            q = sa.select(m.FailoverEvent).order_by(m.FailoverEvent.id.desc()).limit(limit)
+            q = sa.select(fe).order_by(fe.id.desc()).limit(limit)
             if router_id:
-                q = q.where(m.FailoverEvent.router_id == router_id)
+                q = q.where(fe.router_id == router_id)
+            if agent_id:
+                q = q.where(sa.or_(fe.old_agent_id == agent_id, fe.new_agent_id == agent_id))
+            if since is not None:
+                q = q.where(fe.detected_at >= since)
+            if marker is not None:
+                if s.get(fe, marker) is None:
+                    raise exceptions.InvalidMarker(f"marker {marker} names no failover event")
+                q = q.where(fe.id < marker)
             return [_event_dict(e) for e in s.scalars(q)]
 
     @_retry()  # a read

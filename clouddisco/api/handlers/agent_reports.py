@@ -6,7 +6,6 @@ Not a tenant API: the request carries no token but an HMAC of its body under
 hold. Without that key configured the path does not exist (404).
 """
 
-import json
 
 import webob
 from oslo_log import log as logging
@@ -31,12 +30,8 @@ def _signed_json(req: webob.Request) -> dict:
                     heartbeat.SIGNATURE_HEADER)
         raise HTTPError(401, f"missing or invalid {heartbeat.SIGNATURE_HEADER}: the report "
                         "must be signed with [health] report_key")
-    if req.content_type != "application/json":
-        raise HTTPError(415, "request body must be JSON (Content-Type: application/json)")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise HTTPError(400, f"request body is not valid JSON: {exc}") from None
+    util.check_json_type(req)
+    return util.parse_json(body)
 
 
 def receive_report(req: webob.Request) -> webob.Response:

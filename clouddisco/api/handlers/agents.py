@@ -15,7 +15,10 @@ LOG = logging.getLogger(__name__)
 def list_agents(req: webob.Request) -> webob.Response:
     policy.authorize(req, rules.LIST, "listing agents")
     app = req.environ["clouddisco.app"]
-    return util.json_response({"agents": app.db.list_agents(app.conf.health.agent_down_time)})
+    limit = util.page_size(req, app.conf.api.max_limit)
+    agents = app.db.list_agents(app.conf.health.agent_down_time, limit=limit + 1,
+                                marker=util.uuid_marker(req))
+    return util.paged_response(req, "agents", agents, limit)
 
 
 def show_agent(req: webob.Request) -> webob.Response:

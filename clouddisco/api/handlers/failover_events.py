@@ -11,12 +11,17 @@ from clouddisco.policies import failover_events as rules
 def list_failover_events(req: webob.Request) -> webob.Response:
     policy.authorize(req, rules.LIST, "listing failover events")
     app = req.environ["clouddisco.app"]
-    limit = util.query_int(req, "limit", app.conf.api.max_limit, 1, app.conf.api.max_limit)
+    limit = util.page_size(req, app.conf.api.max_limit)
     router_id = req.GET.get("router_id")
     if router_id is not None:
         util.check_uuid(router_id, "router")
-    events = app.db.list_failover_events(router_id=router_id, limit=limit)
-    return util.json_response({"failover_events": events})
+    agent_id = req.GET.get("agent_id")
+    if agent_id is not None:
+        util.check_uuid(agent_id, "agent")
+    events = app.db.list_failover_events(
+        router_id=router_id, agent_id=agent_id, since=util.query_datetime(req, "since"),
+        marker=util.int_marker(req), limit=limit + 1)
+    return util.paged_response(req, "failover_events", events, limit)
 
 
 def show_failover_event(req: webob.Request) -> webob.Response:

@@ -18,10 +18,12 @@ def _app(req: webob.Request):
 
 def list_routers(req: webob.Request) -> webob.Response:
     app = _app(req)
-    limit = util.query_int(req, "limit", app.conf.api.max_limit, 1, app.conf.api.max_limit)
-    routers = app.db.list_routers(policy.list_scope(req), limit=limit,
+    limit = util.page_size(req, app.conf.api.max_limit)
+    # One more than asked for: whether there is a next page.
+    routers = app.db.list_routers(policy.list_scope(req), limit=limit + 1,
+                                  marker=util.uuid_marker(req),
                                   lease_time=app.conf.health.lease_time)
-    return util.json_response({"routers": policy.router_views(req, routers)})
+    return util.paged_response(req, "routers", policy.router_views(req, routers), limit)
 
 
 def create_router(req: webob.Request) -> webob.Response:
