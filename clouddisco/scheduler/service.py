@@ -28,6 +28,7 @@ from oslo_log import log as logging
 
 from clouddisco import launch
 from clouddisco import rpc
+from clouddisco import systemd
 from clouddisco.db import api as db_api
 from clouddisco.scheduler import dispatch
 from clouddisco.scheduler import endpoints
@@ -73,6 +74,11 @@ class SchedulerWorker(cotyledon.Service):
         LOG.info("scheduler %s started: agent_down_time %.1fs, lease_time %.1fs, "
                  "check_interval %.2fs", self.host, h.agent_down_time, h.lease_time,
                  h.check_interval)
+        # Serving placement and fence RPCs and monitoring: the replica is
+        # usable. From this worker, not cotyledon's master (the unit's main
+        # pid), hence NotifyAccess=all in clouddisco-scheduler.service; a
+        # respawned worker says it again, which systemd ignores.
+        systemd.notify("READY=1")
 
     def reload(self) -> None:
         # cotyledon sends SIGHUP to every worker (the master's killpg, or an
