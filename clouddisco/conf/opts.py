@@ -43,7 +43,57 @@ API_OPTS = [
         "threads",
         default=16,
         min=1,
-        help="Request threads of the built-in WSGI server (waitress).",
+        help="Request threads of clouddisco-api's WSGI server (waitress): how "
+        "many requests it works on at once. Others wait, read and queued, "
+        "for a free thread. Not used under another WSGI server (uWSGI, "
+        "mod_wsgi), which has its own settings.",
+    ),
+    cfg.IntOpt(
+        "connection_limit",
+        default=1000,
+        min=1,
+        help="Most client connections clouddisco-api (waitress) holds open at "
+        "once, idle keep-alive ones included. Past it waitress stops accepting "
+        "until one closes, so every new client waits: waitress's own default "
+        "of 100 let 100 idle connections stall the API. Each connection is a "
+        "file descriptor: clouddisco-api raises its soft RLIMIT_NOFILE to fit, "
+        "up to the hard limit (LimitNOFILE= in systemd).",
+    ),
+    cfg.IntOpt(
+        "channel_timeout",
+        default=60,
+        min=1,
+        help="Seconds a connection may stay idle (no request, or a request "
+        "whose headers or body stopped arriving) before clouddisco-api "
+        "(waitress) closes it. Keep it above the keep-alive timeout of a "
+        "load balancer in front, so that the balancer closes first.",
+    ),
+    cfg.IntOpt(
+        "backlog",
+        default=1024,
+        min=1,
+        help="Length of the listening socket's queue of connections not yet "
+        "accepted (listen(2) backlog; the kernel caps it at "
+        "net.core.somaxconn).",
+    ),
+    cfg.IntOpt(
+        "max_request_body_size",
+        default=1024 * 1024,
+        min=1,
+        help="Bytes of request body clouddisco-api's server (waitress) "
+        "accepts; beyond it waitress answers 413 itself, in plain text, "
+        "without calling the API. Keep it above [oslo_middleware] "
+        "max_request_body_size, which answers 413 in the API's JSON error "
+        "format: this one is the last guard against a body filling memory "
+        "or disk (waitress reads the whole body before the API sees it).",
+    ),
+    cfg.IntOpt(
+        "max_request_header_size",
+        default=64 * 1024,
+        min=1024,
+        help="Bytes of request line and headers clouddisco-api's server "
+        "(waitress) accepts; beyond it waitress answers 431 itself, in plain "
+        "text. A Keystone token is a few hundred bytes.",
     ),
     cfg.StrOpt(
         "auth_strategy",

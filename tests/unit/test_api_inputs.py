@@ -257,3 +257,41 @@ class VersionDocumentTest(_APICase):
             self.assertEqual(("v1.0", "CURRENT"), (version["id"], version["status"]))
             self.assertEqual(self.request("GET", "/", headers={}).json["versions"][0],
                              version)
+
+
+class ServerOptionsTest(base.DBTestCase):
+    """clouddisco-api's waitress limits come from [api]."""
+
+    def test_defaults_outlast_waitress_defaults(self):
+        from clouddisco.cmd import api as cmd_api
+        conf = base.make_conf()
+        options = cmd_api.server_options(conf)
+        # waitress's connection_limit of 100 let 100 idle clients stall it.
+        self.assertGreaterEqual(options["connection_limit"], 1000)
+        self.assertTrue(options["asyncore_use_poll"])
+        # The API's own (JSON) 413 comes first.
+        self.assertGreater(options["max_request_body_size"],
+                           conf.oslo_middleware.max_request_body_size)
+        import waitress.adjustments
+        waitress.adjustments.Adjustments(**options)  # every key is waitress's
+
+    def test_options_are_passed_through(self):
+        from clouddisco.cmd import api as cmd_api
+        conf = base.make_conf(api__connection_limit=7, api__channel_timeout=9,
+                              api__backlog=11, api__max_request_body_size=13,
+                              api__max_request_header_size=4096, api__threads=3)
+        options = cmd_api.server_options(conf)
+        self.assertEqual((7, 9, 11, 13, 4096, 3), tuple(options[k] for k in (
+            "connection_limit", "channel_timeout", "backlog", "max_request_body_size",
+            "max_request_header_size", "threads")))
+
+    def test_fd_limit_is_raised_for_the_connections(self):
+        import resource
+
+        from clouddisco.cmd import api as cmd_api
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        cmd_api.raise_fd_limit(1000)
+        self.assertEqual(min(1128, hard) if hard != resource.RLIM_INFINITY else 1128,
+                         resource.getrlimit(resource.RLIMIT_NOFILE)[0])
