@@ -230,6 +230,10 @@ class HostileInputTest(_APICase):
         self.assertError(self.request("POST", "/v1/routers", {"name": "r"},
                                       content_type="text/json"), 415)
 
+    def test_odd_digits_in_an_event_id_are_404(self):
+        for raw in ("%C2%B2", "%D9%A3", "1%C2%B2", "-1", "1e3", "9" * 19):
+            self.assertError(self.request("GET", f"/v1/failover-events/{raw}"), 404)
+
     def test_garbage_bodies_are_400(self):
         for raw in (b"\xff\xfe\x00", b'{"name": "r"', b"", b"nul", b'{"name": "\\x"}',
                     b'{"name": NaN}', b"1" * 5000):

@@ -28,6 +28,8 @@ def show_failover_event(req: webob.Request) -> webob.Response:
     policy.authorize(req, rules.SHOW, "showing a failover event")
     app = req.environ["clouddisco.app"]
     raw = req.urlvars["event_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    # isascii: str.isdigit() is true of "²" (int() refuses it: a 500) and of
+    # other scripts' digits (int("٣") is 3: another path for event 3).
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise HTTPError(404, f"failover event {raw} not found")
     return util.json_response({"failover_event": app.db.get_failover_event(int(raw))})
