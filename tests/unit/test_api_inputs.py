@@ -299,3 +299,31 @@ class ServerOptionsTest(base.DBTestCase):
         cmd_api.raise_fd_limit(1000)
         self.assertEqual(min(1128, hard) if hard != resource.RLIM_INFINITY else 1128,
                          resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+
+class KeystoneProjectIdTest(base.DBTestCase):
+    """A token whose project id is longer than the column: 400, not 500."""
+
+    def test_long_project_in_a_token_is_400(self):
+        import uuid
+
+        from keystonemiddleware import fixture as ksm_fixture
+        tokens = self.useFixture(ksm_fixture.AuthTokenFixture())
+        conf = base.make_conf(api__auth_strategy="keystone",
+                              keystone_authtoken__www_authenticate_uri="http://ks.test/v3")
+        app = api_app.deploy(conf, db=self.db, scheduler=base.RecordingSchedulerAPI())
+
+        def post(project_id):
+            token = uuid.uuid4().hex
+            tokens.add_token_data(token_id=token, user_id="u", project_id=project_id,
+                                  role_list=["member"])
+            req = webob.Request.blank("/v1/routers", method="POST",
+                                      headers={"X-Auth-Token": token})
+            req.body = b'{"name": "r"}'
+            req.content_type = "application/json"
+            return req.get_response(app)
+
+        resp = post("k" * (models.PROJECT_ID_LENGTH + 1))
+        self.assertEqual(400, resp.status_int, resp.text)
+        self.assertIn("project id", resp.json["error"]["message"])
+        self.assertEqual(201, post("k" * models.PROJECT_ID_LENGTH).status_int)
