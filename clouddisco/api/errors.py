@@ -156,6 +156,14 @@ class FaultWrapper:
                         str(exc).splitlines()[0][:200])
             resp = error_response(req, 503, "the database is unavailable; nothing was "
                                   "changed, try again later", headers={"Retry-After": "5"})
+        except (db_exc.DBDeadlock, db_exc.RetryRequest) as exc:
+            # Still losing to concurrent writers after the db layer's
+            # retries (clouddisco.db.retry.DEADLOCK_RETRIES): rolled back,
+            # and likely to succeed a moment later.
+            LOG.warning("%s %s: still conflicting with concurrent writes: %s", req.method,
+                        path, str(exc).splitlines()[0][:200])
+            resp = error_response(req, 503, "too many concurrent changes; nothing was "
+                                  "changed, try again", headers={"Retry-After": "1"})
         except exceptions.ClouddiscoError as exc:
             status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 500)
             resp = error_response(req, status, str(exc), getattr(exc, "field", None))

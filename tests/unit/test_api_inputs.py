@@ -327,3 +327,16 @@ class KeystoneProjectIdTest(base.DBTestCase):
         self.assertEqual(400, resp.status_int, resp.text)
         self.assertIn("project id", resp.json["error"]["message"])
         self.assertEqual(201, post("k" * models.PROJECT_ID_LENGTH).status_int)
+
+
+class ConflictingWritesTest(_APICase):
+    def test_deadlock_after_the_retries_is_503_not_500(self):
+        from oslo_db import exception as db_exc
+
+        def lose(**kw):
+            raise db_exc.DBDeadlock()
+
+        self.db.create_router = lose
+        resp = self.request("POST", "/v1/routers", {"name": "r"})
+        self.assertError(resp, 503, contains="concurrent")
+        self.assertEqual("1", resp.headers["Retry-After"])
