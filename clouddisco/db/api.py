@@ -61,6 +61,7 @@ import dataclasses
 import datetime
 import ipaddress
 import random
+import time
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Sequence
@@ -143,6 +144,15 @@ _KEEP = object()  # record_heartbeat: leave guard_status as it is
 
 class _LostRace(Exception):
     """Roll back a transaction that lost a compare-and-swap midway."""
+
+
+class _AddressTaken(Exception):
+    """Roll back a create whose free address another create took first."""
+
+
+# Rounds a create racing others for the lowest free address looks again
+# itself (create_router): each round at least one of the racers wins.
+ADDRESS_RACES = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,11 +283,32 @@ class Database:
         A requested address must be free; otherwise the lowest free one is taken.
         Two API replicas racing for one address are settled by the unique index.
 
+        Creates racing for the lowest free address all pick the same one, and
+        all but one lose on the unique index: each loser looks again at once,
+        in a new transaction that sees the winner's address taken, up to
+        ``ADDRESS_RACES`` times, without using up the deadlock retries (which
+        a dozen concurrent creates did: the last losers were a 500).
+
         ``router_id`` is drawn once per call, before the first attempt: an
         attempt that finds the router already there (an earlier attempt's
         COMMIT lost its connection after all) returns it rather than insert a
         second router.
         """
+        for race in range(1, ADDRESS_RACES + 1):
+            try:
+                return self._insert_router(
+                    project_id=project_id, name=name, ha=ha, external_cidr=external_cidr,
+                    reserved_ips=reserved_ips, gateway_ip=gateway_ip, router_id=router_id)
+            except _AddressTaken:
+                time.sleep(random.uniform(0, 0.005 * race))
+        # Still losing: the retry's backoff spreads the contenders out.
+        raise db_exc.RetryRequest(db_exc.DBDeadlock())
+
+    def _insert_router(self, *, project_id: str, name: str, ha: bool,
+                       external_cidr: ipaddress.IPv4Network, reserved_ips: Iterable[str],
+                       gateway_ip: str | None, router_id: str) -> dict:
+        """One attempt of ``create_router``; ``_AddressTaken`` when another
+        create took the lowest free address first."""
         with self._session() as s:
             done = s.get(m.Router, router_id)
             if done is not None:
@@ -304,8 +335,8 @@ class Database:
                 if gateway_ip is not None:
                     raise exceptions.Conflict(
                         f"gateway address {gateway_ip} is already in use") from None
-                # Another replica took the same free address: try again.
-                raise db_exc.RetryRequest(db_exc.DBDeadlock()) from None
+                # Another create took the same free address: look again.
+                raise _AddressTaken() from None
             return _router_dict(router, None)
 
     @_retry()  # a read
