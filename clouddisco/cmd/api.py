@@ -27,6 +27,9 @@ def server_options(conf) -> dict:
     return {"host": api.bind_host, "port": api.bind_port, "threads": api.threads,
             "connection_limit": api.connection_limit,
             "channel_timeout": api.channel_timeout, "backlog": api.backlog,
+            # waitress looks for idle connections this often (its default:
+            # every 30 s, whatever channel_timeout says).
+            "cleanup_interval": max(1, min(30, api.channel_timeout // 2)),
             "max_request_body_size": api.max_request_body_size,
             "max_request_header_size": api.max_request_header_size,
             # poll(2), not select(2): select cannot watch descriptors past
