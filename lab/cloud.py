@@ -36,6 +36,7 @@ import requests
 
 from lab import galera
 from lab import haproxy
+from lab import keystone as keystone_mod
 from lab import netlab
 from lab import rabbitcluster
 from lab import tcpproxy
@@ -129,6 +130,7 @@ class Process:
 
 
 TOPOLOGIES = ("single", "ha")
+AUTH_STRATEGIES = ("noauth", "keystone")
 
 # [oslo_messaging_rabbit]: clouddisco's own defaults (clouddisco.conf.
 # RABBIT_DEFAULTS, measured by bench/rabbit_failover.py) on one broker; on a
@@ -157,10 +159,22 @@ class Cloud(fixtures.Fixture):
                  http_reports: bool = True, udp_reports: bool | None = None,
                  kernel_lease: bool = True, db_proxy: bool = False,
                  clock_skew: bool = False, topology: str = "single",
-                 apis: int | None = None) -> None:
+                 apis: int | None = None, auth: str = "noauth",
+                 keystone: keystone_mod.Keystone | None = None) -> None:
         super().__init__()
         if topology not in TOPOLOGIES:
             raise ValueError(f"topology must be one of {TOPOLOGIES}, not {topology!r}")
+        if auth not in AUTH_STRATEGIES:
+            raise ValueError(f"auth must be one of {AUTH_STRATEGIES}, not {auth!r}")
+        if keystone is not None and auth != "keystone":
+            raise ValueError("a Keystone is for auth='keystone'")
+        # "noauth": the API trusts X-Project-Id and X-Roles (ADMIN_HEADERS).
+        # "keystone": it validates tokens of ``keystone`` (a lab.keystone
+        # fixture shared by the caller, or one of this cloud's own), in whose
+        # catalog the API is registered; api() sends an admin token.
+        self.auth = auth
+        self.keystone = keystone
+        self._admin_token: tuple[str, float] | None = None
         ha = topology == "ha"
         if ha and (transport_url or db_proxy or proxied_agents or proxied_schedulers):
             raise ValueError("topology 'ha' brings its own database and brokers: "
@@ -215,6 +229,8 @@ class Cloud(fixtures.Fixture):
 
     def _setUp(self) -> None:
         self.tmp = self.useFixture(fixtures.TempDir()).path
+        if self.auth == "keystone" and self.keystone is None:
+            self.keystone = self.useFixture(keystone_mod.Keystone())
         # Every replica's own port; the URL clients use is HAProxy's on "ha".
         self.api_ports = {n: netlab.free_port() for n in range(1, self.api_count + 1)}
         self.api_port = self.api_ports[1]
@@ -222,6 +238,8 @@ class Cloud(fixtures.Fixture):
             self._set_up_ha_servers()
         else:
             self._set_up_single_servers()
+        if self.keystone is not None:
+            self.keystone.register_endpoint(self.api_url)
         self.bridge = netlab.Bridge()
         self.addCleanup(self.bridge.delete)
         self.probe = netlab.ProbeNamespace(self.bridge, PROBE_CIDR)
@@ -400,6 +418,7 @@ debug = {self.debug}
 connection = {self.db_url}
 connection_parameters = connect_timeout=5&read_timeout=5&write_timeout=5
 [api]
+auth_strategy = {self.auth}
 bind_host = 127.0.0.1
 bind_port = {api_port or self.api_port}
 external_cidr = {CIDR}
@@ -428,6 +447,8 @@ restart_grace = {self.restart_grace}
 check_interval = 0.05
 [oslo_messaging_rabbit]
 """ + "".join(f"{k} = {v}\n" for k, v in rabbit.items())
+        if self.keystone is not None:
+            text += self.keystone.authtoken_section()
         path = self.config_path(name)
         with open(path, "w") as f:
             f.write(text)
@@ -536,11 +557,20 @@ check_interval = 0.05
     def api(self, method: str, path: str, json=None, headers=None,
             expect: int | None = None) -> requests.Response:
         resp = requests.request(method, self.api_url + path, json=json,
-                                headers=headers or ADMIN_HEADERS, timeout=30)
+                                headers=headers or self.admin_headers(), timeout=30)
         if expect is not None and resp.status_code != expect:
             raise AssertionError(f"{method} {path}: expected {expect}, got "
                                  f"{resp.status_code}: {resp.text}")
         return resp
+
+    def admin_headers(self) -> dict[str, str]:
+        """What makes a request an admin's: ADMIN_HEADERS with noauth, a
+        token of Keystone's admin (renewed every 30 minutes) with keystone."""
+        if self.keystone is None:
+            return ADMIN_HEADERS
+        if self._admin_token is None or time.monotonic() - self._admin_token[1] > 1800:
+            self._admin_token = (self.keystone.token("admin"), time.monotonic())
+        return {"X-Auth-Token": self._admin_token[0]}
 
     def _api_up(self, url: str | None = None) -> bool:
         try:
@@ -563,7 +593,7 @@ check_interval = 0.05
         answer with a list (an outage, a 503): for observers that sample."""
         try:
             resp = requests.get(self.api_url + "/v1/routers?limit=1000",
-                                headers=ADMIN_HEADERS, timeout=timeout)
+                                headers=self.admin_headers(), timeout=timeout)
             return resp.json()["routers"] if resp.ok else None
         except (requests.RequestException, ValueError, KeyError):
             return None
