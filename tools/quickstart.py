@@ -22,7 +22,8 @@ def _interrupt(signum, frame):
 
 
 def demo(cloud: cloud_mod.Cloud) -> None:
-    step(f"clouddisco is up: API {cloud.api_url}, agents "
+    step(f"clouddisco is up: API {cloud.api_url} (tokens of Keystone {cloud.keystone.url}), "
+         f"agents "
          f"{', '.join(cloud.host(a) for a in cloud.agent_names)}; "
          f"database {cloud.db_name}, bridge {cloud.bridge.name}")
     for host, agent in sorted(cloud.agents().items()):
@@ -101,6 +102,26 @@ def ha_demo(cloud: cloud_mod.Cloud) -> None:
                   f"{created['agent_host']}")
 
 
+def try_the_cli(cloud: cloud_mod.Cloud, running: bool) -> None:
+    """The openstack commands to try, as the admin and as a project member,
+    with the OS_* variables of each (Keystone's catalog leads the client to
+    the API: service type l3-ha)."""
+    step("try the openstack CLI (the clouddisco plugin) "
+         + ("in another shell:" if running else
+            "next time, with --keep-running (everything is stopped now):"))
+    print(f"    export PATH={cloud_mod.BIN}:$PATH   # the venv's openstack")
+    for user, what in (("admin", "the cloud's admin: every project, and where routers run"),
+                       ("demo", "a member of project demo: its own routers only")):
+        print(f"\n    # as {user}, {what}")
+        for key, value in cloud.keystone.auth_env(user).items():
+            print(f"    export {key}={value}")
+        print(f"    openstack clouddisco router create {user}-router")
+        print("    openstack clouddisco router list")
+    print("\n    # or with curl and a token: openstack token issue -f value -c id")
+    print(f"    curl -s -H \"X-Auth-Token: $(openstack token issue -f value -c id)\" "
+          f"{cloud.api_url}/v1/routers")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="clouddisco quick start")
     parser.add_argument("--keep-running", action="store_true",
@@ -116,18 +137,21 @@ def main(argv=None) -> int:
              "API and two scheduler replicas and three L3 agents (about a minute)")
         options = {"topology": "ha", "agents": ("agent-1", "agent-2", "agent-3")}
     else:
-        step("starting MariaDB database, RabbitMQ vhost, API, scheduler and two L3 agents")
+        step("starting Keystone, MariaDB database, RabbitMQ vhost, API, scheduler and two "
+             "L3 agents")
         options = {"agents": ("agent-1", "agent-2")}
+    # The API validates Keystone tokens, as in production.
+    options["auth"] = "keystone"
     try:
         with cloud_mod.Cloud(**options) as cloud:
             if args.ha:
                 ha_demo(cloud)
             demo(cloud)
+            try_the_cli(cloud, args.keep_running)
             if args.keep_running:
-                step("still running; try:")
-                print(f"    curl -s -H 'X-Project-Id: demo' -H 'X-Roles: admin' "
-                      f"{cloud.api_url}/v1/agents")
-                print(f"    logs and configs: {cloud.tmp}")
+                step("still running")
+                print(f"    Keystone {cloud.keystone.url}, API {cloud.api_url}")
+                print(f"    logs and configs: {cloud.tmp} (Keystone's: {cloud.keystone.tmp})")
                 print("    press Ctrl-C to stop everything")
                 while True:
                     time.sleep(3600)
