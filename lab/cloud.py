@@ -135,9 +135,15 @@ AUTH_STRATEGIES = ("noauth", "keystone")
 # [oslo_messaging_rabbit]: clouddisco's own defaults (clouddisco.conf.
 # RABBIT_DEFAULTS, measured by bench/rabbit_failover.py) on one broker; on a
 # cluster (topology "ha") also queues replicated on a quorum of nodes, so
-# that one node's loss loses no queue and no message.
+# that one node's loss loses no queue and no message. That includes the
+# transient reply queues: a classic reply queue homed on a killed node was
+# sometimes gone for good after the client had already re-declared it on
+# reconnect (the cluster deletes a dead node's transient queues a moment
+# later), and that agent's every call then timed out for minutes
+# (tests.ha.test_server_loss, CI 2026-12-04).
 RABBIT_OPTIONS: dict[str, str] = {}
-RABBIT_HA_OPTIONS = {**RABBIT_OPTIONS, "rabbit_quorum_queue": "true"}
+RABBIT_HA_OPTIONS = {**RABBIT_OPTIONS, "rabbit_quorum_queue": "true",
+                     "rabbit_transient_quorum_queue": "true"}
 
 
 class Cloud(fixtures.Fixture):
