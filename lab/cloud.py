@@ -245,7 +245,10 @@ class Cloud(fixtures.Fixture):
         else:
             self._set_up_single_servers()
         if self.keystone is not None:
-            self.keystone.register_endpoint(self.api_url)
+            # Gone with this cloud: a Keystone shared by several clouds in
+            # turn lists only the live one's API in its catalog.
+            endpoint = self.keystone.register_endpoint(self.api_url)
+            self.addCleanup(self.keystone.delete_endpoint, endpoint)
         self.bridge = netlab.Bridge()
         self.addCleanup(self.bridge.delete)
         self.probe = netlab.ProbeNamespace(self.bridge, PROBE_CIDR)

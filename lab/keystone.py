@@ -247,6 +247,9 @@ class Keystone(fixtures.Fixture):
             "service_id": self.service_id, "interface": "public", "url": url,
             "region_id": REGION}})["endpoint"]["id"]
 
+    def delete_endpoint(self, endpoint_id: str) -> None:
+        self._call("DELETE", f"/endpoints/{endpoint_id}", expect=(204, 404))
+
     def default_project(self, user: str) -> str:
         return "service" if user == SERVICE_NAME else user
 
