@@ -160,8 +160,12 @@ class _Manager:
 class RouterManager(_Manager):
     """``/v1/routers``: a project's routers (every project's for an admin)."""
 
-    def list(self, limit: int | None = None, marker: str | None = None) -> list[dict]:
-        return self.client.list_all("/routers", "routers", {"marker": marker}, limit)
+    def list(self, limit: int | None = None, marker: str | None = None,
+             project_id: str | None = None) -> list[dict]:
+        """The caller's routers, or an admin's: every project's, or
+        ``project_id``'s."""
+        return self.client.list_all("/routers", "routers",
+                                    {"project_id": project_id, "marker": marker}, limit)
 
     def get(self, router_id: str) -> dict:
         return self.client.request("GET", f"/routers/{router_id}")["router"]

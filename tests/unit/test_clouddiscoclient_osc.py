@@ -73,6 +73,24 @@ class CommandTest(testtools.TestCase):
                                {("GET", "/v1/routers"): fakes.response(200, {"routers": []})})
         self.assertEqual({"limit": "1", "marker": fakes.ROUTER_ID}, http.calls[0].params)
 
+    def test_router_list_of_a_project(self):
+        found = []
+
+        def find_project(identity, name_or_id, domain):
+            found.append((identity, name_or_id, domain))
+            return types.SimpleNamespace(id="p-42")
+        self.useFixture(fixtures.MonkeyPatch(
+            "openstackclient.identity.common.find_project", find_project))
+        client, http, _ = fakes.make_client(
+            {("GET", "/v1/routers"): fakes.response(200, {"routers": []})})
+        app = FakeApp(client)
+        app.client_manager.identity = "identity-client"
+        cmd = routers.ListRouter(app, None)
+        cmd.run(cmd.get_parser("x").parse_args(["--project", "demo", "--project-domain",
+                                                 "Default"]))
+        self.assertEqual([("identity-client", "demo", "Default")], found)
+        self.assertEqual({"project_id": "p-42"}, http.calls[0].params)
+
     def test_router_create(self):
         out, http = self.run_cmd(
             routers.CreateRouter, ["web", "--external-gateway-ip", "10.250.0.9", "--ha",

@@ -2,6 +2,7 @@
 
 import logging
 
+from openstackclient.identity import common as identity_common
 from osc_lib import exceptions as osc_exc
 from osc_lib.command import command
 
@@ -52,14 +53,25 @@ class ListRouter(command.Lister):
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
+        parser.add_argument(
+            "--project", metavar="<project>",
+            help="Only the routers of this project (name or ID); an admin "
+                 "sees every project's without it")
+        identity_common.add_project_domain_option_to_parser(parser)
         parser.add_argument("--long", action="store_true", default=False,
                             help="List additional fields in output")
         common.add_paging_options(parser, "routers")
         return parser
 
     def take_action(self, parsed_args):
+        project_id = None
+        if parsed_args.project:
+            project_id = identity_common.find_project(
+                self.app.client_manager.identity, parsed_args.project,
+                parsed_args.project_domain).id
         routers = _client(self).routers.list(limit=parsed_args.limit,
-                                             marker=parsed_args.marker)
+                                             marker=parsed_args.marker,
+                                             project_id=project_id)
         if parsed_args.long:
             return common.list_output(routers, LONG_FIELDS, LONG_HEADERS)
         return common.list_output(routers, FIELDS, HEADERS)
