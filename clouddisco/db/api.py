@@ -152,7 +152,7 @@ class _AddressTaken(Exception):
 
 # Rounds a create racing others for the lowest free address looks again
 # itself (create_router): each round at least one of the racers wins.
-ADDRESS_RACES = 32
+ADDRESS_RACES = 64
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,7 +56,7 @@ class ConcurrentCreatesTest(testtools.TestCase):
     """Creates released together by a barrier, each on its own thread through
     the API's whole stack, one shared Database as in one clouddisco-api."""
 
-    THREADS = 12
+    THREADS = 32
 
     def setUp(self):
         super().setUp()
