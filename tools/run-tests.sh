@@ -13,8 +13,8 @@ cd "$REPO"
 
 tools/setup-env.sh || { echo "0 passed, 1 failed"; exit 1; }
 
-# Two workers keep CI short on two cores without starving the
-# timing-sensitive failover tests; tools/stestr-workers.yaml says which tests
+# Three workers, one of them the mostly idle 10-minute soak, keep CI short
+# on two cores without starving the timing-sensitive failover tests; tools/stestr-workers.yaml says which tests
 # go where (a fresh clone has no timing history to balance them by).
 # CLOUDDISCO_TEST_CONCURRENCY=N lets stestr partition by class instead.
 # tests/ha (private Galera and RabbitMQ clusters, HAProxy, two replicas of
