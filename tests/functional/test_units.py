@@ -1,10 +1,19 @@
-"""The shipped systemd units, under a real systemd: agent "a" and its node guard
-run from etc/systemd/*.service (only paths and PYTHONPATH set); the API, the scheduler
-and agent "b" run as plain processes of the test's cloud."""
+"""The shipped systemd units, under a real systemd (only paths and PYTHONPATH set).
+
+ShippedUnitsTest: agent "a" and its node guard run from etc/systemd/*.service;
+the API, the scheduler and agent "b" run as plain processes of the test's
+cloud (routers, failover, ping gaps). AllShippedUnitsTest: all four units
+under one systemd, booted in order, killed and restarted one by one."""
 
 import os
+import secrets
 import signal
+import subprocess
 import time
+
+import fixtures
+import requests
+import testtools
 
 from lab import invariants
 from lab import netlab
@@ -155,3 +164,128 @@ class ShippedUnitsTest(cloud_mod.CloudTestCase):
         self.assertIsNotNone(event["fenced_at"])
         self.sampler.assert_no_double_active()
         self.sampler.assert_each_has_one_copy([self.router["external_gateway_ip"]])
+
+
+# ---------------------------------------------------------------------------
+# All four shipped units under one systemd, against the machine's MariaDB and
+# RabbitMQ (a throw-away database and vhost, as lab.cloud makes them).
+
+API_UNIT = "clouddisco-api.service"
+SCHEDULER_UNIT = "clouddisco-scheduler.service"
+ALL_UNITS = (API_UNIT, SCHEDULER_UNIT, GUARD_UNIT, AGENT_UNIT)
+
+
+@netlab.skip_unless_root
+class AllShippedUnitsTest(testtools.TestCase):
+    """etc/systemd/*.service booted as an operator enables them: systemd starts
+    all four at boot in their order, each says READY=1 once it serves, and a
+    kill -9 of any main process brings it back with a new pid, READY again.
+
+    One boot for every check: the services' start-up is what costs (about
+    2 s of Python each on two cores)."""
+
+    def setUp(self):
+        super().setUp()
+        reason = systemd.skip_reason()
+        if reason:
+            self.fail(f"cannot boot systemd for the unit tests: {reason}")
+        token = "cdu" + secrets.token_hex(3)
+        # Outside /tmp, which is private inside the namespace.
+        self.dir = self.useFixture(fixtures.TempDir(rootdir=systemd.STATE_PARENT)).path
+        db = netlab.TempDatabase()
+        self.addCleanup(db.drop)
+        cloud_mod.rabbitmqctl("add_vhost", token)
+        self.addCleanup(cloud_mod.rabbitmqctl, "delete_vhost", token)
+        cloud_mod.rabbitmqctl("set_permissions", "-p", token, "guest", ".*", ".*", ".*")
+        self.api_url = f"http://127.0.0.1:{netlab.free_port()}"
+        self.node = f"{token}-node"
+        common = (f"transport_url = rabbit://guest:guest@127.0.0.1:5672/{token}\n"
+                  f"[database]\nconnection = {db.url}\n"
+                  "[health]\nagent_down_time = 5\n")
+        controller = self.write("controller.conf", f"""[DEFAULT]
+host = {token}-controller
+{common}[api]
+auth_strategy = noauth
+bind_host = 127.0.0.1
+bind_port = {self.api_url.rsplit(':', 1)[1]}
+""")
+        # The fake driver: routers are the netns tests' business (above);
+        # these units need only start, serve, die and come back.
+        node = self.write("node.conf", f"""[DEFAULT]
+host = {self.node}
+{common}[agent]
+router_driver = fake
+namespace_prefix = {token}-
+state_dir = {os.path.join(self.dir, "lease")}
+""")
+        subprocess.run([f"{cloud_mod.BIN}/clouddisco-db-manage", "--config-file", controller,
+                        "upgrade", "head"], check=True, capture_output=True, timeout=120)
+        units = {unit: shipped_unit(unit, node if unit in (GUARD_UNIT, AGENT_UNIT)
+                                    else controller) for unit in ALL_UNITS}
+        # Booting into a target that wants all four is `systemctl enable`
+        # plus a reboot: the boot ends once every one of them is active.
+        self.host = systemd.use_systemd_host(self, units, boot_timeout=60)
+
+    def write(self, name, text):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def api_get(self, path):
+        return requests.get(self.api_url + path, headers=cloud_mod.ADMIN_HEADERS, timeout=5)
+
+    def agent_alive(self):
+        try:
+            agents = self.api_get("/v1/agents").json()["agents"]
+        except (requests.RequestException, ValueError, KeyError):
+            return False
+        return any(a["host"] == self.node and a["alive"] for a in agents)
+
+    def monotonic(self, unit, prop):
+        return int(self.host.show(unit, prop)[prop]) / 1e6
+
+    def test_boot_order_ready_and_restart_after_kill_9(self):
+        for unit in ALL_UNITS:
+            props = self.host.show(unit, "ActiveState", "Type", "NRestarts")
+            self.assertEqual(("active", "notify", "0"),
+                             (props["ActiveState"], props["Type"], props["NRestarts"]), unit)
+        # The node guard was ready before the agent was even started.
+        self.assertLessEqual(self.monotonic(GUARD_UNIT, "ActiveEnterTimestampMonotonic"),
+                             self.monotonic(AGENT_UNIT, "ExecMainStartTimestampMonotonic"))
+        # READY=1 means serving: the API answers at once, no retry.
+        self.assertEqual(200, self.api_get("/").status_code)
+        netlab.wait_for(self.agent_alive, 30, 0.2, "the agent to register and report")
+
+        for unit in ALL_UNITS:
+            old = self.host.main_pid(unit)
+            old_group = set(self.host.namespace_pids()) if unit == SCHEDULER_UNIT else set()
+            started = time.monotonic()
+            os.kill(old, signal.SIGKILL)
+            # Active again with another main pid: Type=notify, so only once
+            # the new process sent READY=1.
+            new = self.host.wait_main_pid_change(unit, old, timeout=30)
+            props = self.host.show(unit, "NRestarts", "ActiveEnterTimestampMonotonic")
+            self.assertNotEqual(old, new, unit)
+            self.assertEqual("1", props["NRestarts"], unit)
+            self.assertGreater(int(props["ActiveEnterTimestampMonotonic"]) / 1e6, started, unit)
+            self.assertFalse(netlab.pid_alive(old), unit)
+            if unit == API_UNIT:
+                self.assertEqual(200, self.api_get("/").status_code)
+            if unit == SCHEDULER_UNIT:
+                # No worker of the killed master survives it.
+                left = old_group & set(self.host.namespace_pids())
+                workers = [p for p in left if _cmdline(p).find("clouddisco-scheduler") >= 0]
+                self.assertEqual([], workers)
+        # The restarted scheduler and agent work together again.
+        netlab.wait_for(self.agent_alive, 30, 0.2, "the agent to report after the restarts")
+        for unit in ALL_UNITS:
+            self.assertTrue(self.host.is_active(unit), unit)
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
