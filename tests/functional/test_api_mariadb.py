@@ -40,6 +40,31 @@ class ProjectIdsAreBytesTest(testtools.TestCase):
                                   router_id, other)
         self.assertEqual(3, len(self.db.list_routers()))
 
+    def test_through_the_api(self):
+        conf = base.make_conf(api__external_cidr=str(NET), api__auth_strategy="noauth")
+        app = api_app.deploy(conf, db=self.db, scheduler=base.RecordingSchedulerAPI())
+
+        def call(method, path, project, body=None):
+            req = webob.Request.blank(path, method=method, headers={
+                "X-Project-Id": project, "X-Roles": "member"})
+            if body is not None:
+                req.body = json.dumps(body).encode()
+                req.content_type = "application/json"
+            return req.get_response(app)
+
+        mine = {p: call("POST", "/v1/routers", p, {"name": p}).json["router"]["id"]
+                for p in self.PROJECTS}
+        for project, router_id in mine.items():
+            listed = call("GET", "/v1/routers", project).json["routers"]
+            self.assertEqual([(router_id, project)],
+                             [(r["id"], r["project_id"]) for r in listed])
+            for other in set(self.PROJECTS) - {project}:
+                self.assertEqual(404, call("GET", f"/v1/routers/{router_id}",
+                                           other).status_int)
+                self.assertEqual(404, call("DELETE", f"/v1/routers/{router_id}",
+                                           other).status_int)
+        self.assertEqual({"PENDING"}, {r["status"] for r in self.db.list_routers()})
+
     def test_ids_compare_byte_for_byte(self):
         router_id = self.db.create_router(project_id="p", name="r", ha=False,
                                           external_cidr=NET)["id"]
