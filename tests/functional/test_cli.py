@@ -142,7 +142,8 @@ class OpenStackCLITest(cloud_mod.CloudTestCase):
         for name in ("a", "b"):
             self.assertEqual(ids[self.cloud.host(name)], agents[self.cloud.host(name)]["ID"])
         self.assertTrue(agents[self.cloud.host(old)]["Alive"])
-        self.assertEqual(1, agents[self.cloud.host(old)]["Routers"])
+        # (At least: another test's router may still be going.)
+        self.assertGreaterEqual(agents[self.cloud.host(old)]["Routers"], 1)
 
         # Disabled, the agent keeps its router but gets no new one; when its
         # node is lost the router moves to the other agent all the same.
