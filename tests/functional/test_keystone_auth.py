@@ -156,12 +156,21 @@ class KeystoneAuthTest(cloud_mod.CloudTestCase):
             self.assertNotIn("agent_host", view)
             self.assertNotIn("agent_id", view)
 
+    def test_forged_identity_headers_are_not_trusted(self):
+        """noauth's headers mean nothing: without a token they are a 401,
+        next to a token the token's identity counts."""
+        forged = {"X-Project-Id": self.keystone.project_ids["demo"], "X-Roles": "admin"}
+        self.assertEqual(401, self.call("GET", "/v1/agents", headers=forged).status_code)
+        self.assertEqual(401, self.call("POST", "/v1/routers", headers=forged,
+                                        body={"name": "x"}).status_code)
+        resp = self.call("GET", "/v1/agents", "demo", headers=forged)
+        self.assertError(resp, 403, "listing agents is not allowed")
+
     def test_no_token_invalid_token_or_forged_headers_is_401(self):
         self.assertUnauthenticated(self.call("GET", "/v1/routers"))
         self.assertUnauthenticated(self.call("GET", "/v1/routers", token="not-a-token"))
         self.assertUnauthenticated(self.call("POST", "/v1/routers", body={"name": "x"},
                                              token="gAAAAABnot-a-fernet-token"))
-        # noauth's headers mean nothing without a token.
         forged = {"X-Project-Id": self.keystone.project_ids["demo"], "X-Roles": "admin"}
         self.assertUnauthenticated(self.call("GET", "/v1/agents", headers=forged))
         self.assertUnauthenticated(self.call("POST", "/v1/routers", headers=forged,
