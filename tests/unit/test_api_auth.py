@@ -15,6 +15,8 @@ import uuid
 import fixtures
 import testtools
 import webob
+import webob.exc
+from keystonemiddleware import auth_token
 from keystonemiddleware import fixture as ksm_fixture
 
 from clouddisco.api import app as api_app
@@ -205,6 +207,17 @@ class KeystoneStrategyTest(_APICase):
         self.assertEqual(200, self.request("GET", "/v1/agents", admin).status_int)
         self.assertIn("agent_host", self.request(
             "GET", f"/v1/routers/{router['id']}", admin).json["router"])
+
+    def test_keystone_unreachable_is_503_json(self):
+        def unreachable(*args, **kwargs):
+            # What auth_token raises when it cannot reach Keystone.
+            raise webob.exc.HTTPServiceUnavailable(
+                "The Keystone service is temporarily unavailable.")
+
+        self.useFixture(fixtures.MockPatchObject(auth_token.AuthProtocol, "fetch_token",
+                                                 unreachable))
+        resp = self.request("GET", "/v1/routers", {"X-Auth-Token": "any"})
+        self.assertError(resp, 503, "Keystone) is unavailable")
 
     def test_unscoped_token_is_403(self):
         resp = self.request("GET", "/v1/routers", self.token(None, "member"))
