@@ -43,16 +43,19 @@ def _socket_address(value: str) -> str | None:
     return None
 
 
-def notify(state: str) -> bool:
+def notify(state: str, notify_socket: str | None = None) -> bool:
     """Send ``state`` (e.g. ``"READY=1"``, ``"WATCHDOG=1"``) to systemd.
 
     Several assignments may be joined with newlines, as with sd_notify(3).
+    ``notify_socket`` is a ``$NOTIFY_SOCKET`` value to use instead of the
+    environment's (for a process whose environment lost it, such as a
+    cotyledon worker: see clouddisco.scheduler.service.serve).
     Returns True when the datagram was sent; False when not running under
     systemd (``$NOTIFY_SOCKET`` unset or in a form not handled here) or when
     sending failed. A failure is logged, never raised: a missed notification
     must not take down the service it is meant to keep alive.
     """
-    value = os.environ.get("NOTIFY_SOCKET")
+    value = notify_socket or os.environ.get("NOTIFY_SOCKET")
     if not value:
         return False
     address = _socket_address(value)

@@ -22,6 +22,8 @@ restart every worker: report workers included, which lets every node's lease
 lapse while they come back.
 """
 
+import os
+
 import cotyledon
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -44,10 +46,12 @@ class SchedulerWorker(cotyledon.Service):
     name = "clouddisco-scheduler: placement and health monitor"
 
     def __init__(self, worker_id: int, conf: cfg.ConfigOpts,
-                 outage: udp.OutageClock | None = None) -> None:
+                 outage: udp.OutageClock | None = None,
+                 notify_socket: str | None = None) -> None:
         super().__init__(worker_id)
         self.conf = conf
         self.host = conf.host
+        self.notify_socket = notify_socket
         self.db = db_api.Database.from_conf(conf)
         transport = rpc.get_transport(conf)
         self.dispatcher = dispatch.RouterDispatcher(self.db, rpc.AgentAPI(transport),
@@ -78,7 +82,7 @@ class SchedulerWorker(cotyledon.Service):
         # usable. From this worker, not cotyledon's master (the unit's main
         # pid), hence NotifyAccess=all in clouddisco-scheduler.service; a
         # respawned worker says it again, which systemd ignores.
-        systemd.notify("READY=1")
+        systemd.notify("READY=1", self.notify_socket)
 
     def reload(self) -> None:
         # cotyledon sends SIGHUP to every worker (the master's killpg, or an
@@ -161,7 +165,12 @@ def serve(conf: cfg.ConfigOpts) -> None:
     udp_receiver = bool(conf.health.report_key and conf.health.udp_port)
     # Shared by the lease receiver and the health monitor (forked workers).
     outage = udp.OutageClock() if udp_receiver else None
-    manager.add(SchedulerWorker, workers=1, args=(conf, outage))
+    # cotyledon's master sends READY=1 itself as soon as run() starts, before
+    # any worker serves, and then drops $NOTIFY_SOCKET from the environment
+    # its workers inherit. Take the socket first: the placement worker says
+    # READY=1 once it serves.
+    notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
+    manager.add(SchedulerWorker, workers=1, args=(conf, outage, notify_socket))
     if udp_receiver:
         manager.add(UdpLeaseWorker, workers=1, args=(conf, outage))
     manager.run()

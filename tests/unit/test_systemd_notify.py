@@ -42,6 +42,14 @@ class NotifyTest(testtools.TestCase):
         self.assertTrue(systemd.notify("READY=1"))
         self.assertEqual(b"READY=1", sock.recv(4096))
 
+    def test_given_socket_without_environment(self):
+        """A cotyledon worker: $NOTIFY_SOCKET taken from the environment
+        before the fork (clouddisco.scheduler.service.serve), passed on."""
+        path, sock = self.path_socket()
+        self.assertTrue(systemd.notify("READY=1", path))
+        self.assertEqual(b"READY=1", sock.recv(4096))
+        self.assertNotIn("NOTIFY_SOCKET", os.environ)
+
     def test_multiple_assignments_in_one_datagram(self):
         path, sock = self.path_socket()
         self.useFixture(fixtures.EnvironmentVariable("NOTIFY_SOCKET", path))
