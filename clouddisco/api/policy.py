@@ -90,9 +90,18 @@ def router_views(req: webob.Request, routers: list[dict]) -> list[dict]:
         if verdict[project]:
             out.append(router)
         else:
-            out.append({k: v for k, v in router.items()
-                        if k not in router_rules.INFRASTRUCTURE_FIELDS})
+            out.append(_without_infrastructure(router))
     return out
+
+
+def _without_infrastructure(router: dict) -> dict:
+    view = {k: v for k, v in router.items() if k not in router_rules.INFRASTRUCTURE_FIELDS}
+    # A DOWN router's reason names the agent's host ("agent net-3 fenced its
+    # node ..."): the same fact the removed fields would have told.
+    host, reason = router.get("agent_host"), view.get("status_reason")
+    if host and reason:
+        view["status_reason"] = reason.replace(f"agent {host} ", "its agent ")
+    return view
 
 
 def get_router(req: webob.Request, rule: str, action: str, router_id: str) -> dict:

@@ -143,6 +143,21 @@ class PolicyTest(_APICase):
         created = self.request("POST", "/v1/routers", DEMO, {"name": "x"}).json["router"]
         self.assertNotIn("agent_host", created)
 
+    def test_status_reason_names_the_host_to_admins_only(self):
+        rid = self.create(DEMO)["id"]
+        agent = self.db.register_agent("h1", "p-")
+        self.assertTrue(self.db.bind_router(rid, agent["id"]))
+        self.db.apply_router_reports("h1", {rid: ("ACTIVE", None)})
+        self.assertIsNotNone(self.db.fence_agent("h1", agent["lease_generation"]))
+        for headers, shown in ((ADMIN, True), (DEMO, False)):
+            one = self.request("GET", f"/v1/routers/{rid}", headers).json["router"]
+            [listed] = self.request("GET", "/v1/routers", headers).json["routers"]
+            for router in (one, listed):
+                self.assertEqual("DOWN", router["status"])
+                self.assertIn("fenced its node", router["status_reason"])
+                self.assertEqual(shown, "h1" in router["status_reason"],
+                                 (headers, router["status_reason"]))
+
     def test_policy_file_overrides_a_default(self):
         path = os.path.join(self.tmp, "policy.yaml")
         with open(path, "w") as f:
