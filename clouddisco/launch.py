@@ -106,6 +106,10 @@ def reload_on_sighup(conf: cfg.ConfigOpts) -> None:
     signal.signal(signal.SIGHUP, lambda signum, frame: signals.put(signum))
 
 
+# How late wait_for_signal may notice a signal taken by another thread.
+SIGNAL_POLL_INTERVAL = 0.2
+
+
 def wait_for_signal(conf: cfg.ConfigOpts | None = None) -> int:
     """Block until SIGTERM or SIGINT; return the signal number.
 
@@ -123,7 +127,15 @@ def wait_for_signal(conf: cfg.ConfigOpts | None = None) -> int:
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGHUP, handler)
     while True:
-        signum = received.get()
+        try:
+            # Wake up now and then: a signal that the kernel handed to
+            # another thread only marks its Python handler pending, and
+            # the main thread runs it when it next executes bytecode, never
+            # while asleep in get(). Without the timeout systemd's SIGTERM
+            # could wait for SIGKILL.
+            signum = received.get(timeout=SIGNAL_POLL_INTERVAL)
+        except queue.Empty:
+            continue
         if signum != signal.SIGHUP:
             break
         if conf is not None:

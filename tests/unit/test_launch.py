@@ -64,6 +64,38 @@ class SighupTest(testtools.TestCase):
         self.assertEqual(signal.SIGTERM, launch.wait_for_signal(self.conf))
         self.assertTrue(self.conf.debug)
 
+    def test_sigterm_taken_by_another_thread_still_ends_the_wait(self):
+        # The kernel gives a process-directed signal to any thread that does
+        # not block it. When that is not the main thread, CPython only marks
+        # the handler pending; a main thread asleep in a lock (a queue's
+        # get()) would never run it, and the service would ignore systemd's
+        # SIGTERM until SIGKILL. Blocking the signals in the main thread
+        # forces that delivery here.
+        main = threading.get_ident()
+        rescued = threading.Event()
+        returned = threading.Event()
+        signal.signal(signal.SIGUSR1, lambda signum, frame: None)
+        self.addCleanup(signal.signal, signal.SIGUSR1, signal.SIG_DFL)
+
+        def send():
+            while signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+                threading.Event().wait(0.01)
+            os.kill(os.getpid(), signal.SIGTERM)
+            if not returned.wait(10):
+                # Wake the main thread directly (SIGUSR1 is not blocked),
+                # so the old code's hang ends the test instead of the run.
+                rescued.set()
+                signal.pthread_kill(main, signal.SIGUSR1)
+
+        # The sender first: a new thread inherits its creator's signal mask.
+        threading.Thread(target=send, daemon=True).start()
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGHUP})
+        self.addCleanup(signal.pthread_sigmask, signal.SIG_SETMASK, old_mask)
+        self.assertEqual(signal.SIGTERM, launch.wait_for_signal(self.conf))
+        returned.set()
+        self.assertFalse(rescued.is_set(), "SIGTERM was only seen after the main thread "
+                         "was woken by another signal")
+
     def test_a_service_survives_sighup_during_start_up(self):
         launch.survive_sighup()
         os.kill(os.getpid(), signal.SIGHUP)  # the default action would end us
