@@ -37,7 +37,8 @@ elif [ -n "${CLOUDDISCO_TEST_CONCURRENCY:-}" ]; then
     status=$?
     run --concurrency 1 '^tests\.ha\.' || status=1
 else
-    run --worker-file tools/stestr-workers.yaml
+    # The soak's own busy loops would come on top of two busy workers.
+    CLOUDDISCO_SOAK_BURNERS=0 run --worker-file tools/stestr-workers.yaml
     status=$?
     run --concurrency 1 '^tests\.ha\.' || status=1
 fi
