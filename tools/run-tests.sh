@@ -13,8 +13,8 @@ cd "$REPO"
 
 tools/setup-env.sh || { echo "0 passed, 1 failed"; exit 1; }
 
-# Three workers, one of them the mostly idle 10-minute soak, keep CI short
-# on two cores without starving the timing-sensitive failover tests; tools/stestr-workers.yaml says which tests
+# Two workers keep CI short on two cores without starving the
+# timing-sensitive failover tests; tools/stestr-workers.yaml says which tests
 # go where (a fresh clone has no timing history to balance them by).
 # CLOUDDISCO_TEST_CONCURRENCY=N lets stestr partition by class instead.
 # tests/ha (private Galera and RabbitMQ clusters, HAProxy, two replicas of
@@ -37,8 +37,7 @@ elif [ -n "${CLOUDDISCO_TEST_CONCURRENCY:-}" ]; then
     status=$?
     run --concurrency 1 '^tests\.ha\.' || status=1
 else
-    # The soak's own busy loops would come on top of two busy workers.
-    CLOUDDISCO_SOAK_BURNERS=0 run --worker-file tools/stestr-workers.yaml
+    run --worker-file tools/stestr-workers.yaml
     status=$?
     run --concurrency 1 '^tests\.ha\.' || status=1
 fi

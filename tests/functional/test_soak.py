@@ -5,10 +5,7 @@ Fast failover is worth nothing if it flaps: real Neutron at agent_down_time
 1 s showed healthy agents as dead in 57-72 % of samples on this machine.
 CLOUDDISCO_SOAK_SECONDS shortens the soak for a quick local run.
 CLOUDDISCO_SOAK_BURNERS sets how many busy loops keep the cores busy (default:
-one per core). CI sets 0: there the soak has a stestr worker of its own
-beside two busy workers of functional tests (tools/run-tests.sh), which load
-both cores already; burners on top of them starved the box past anything a
-network node sees (load average 15 on two cores).
+one per core), e.g. 0 where other test workers already keep them busy.
 """
 
 import os
