@@ -6,7 +6,6 @@ Every service owns a ``cfg.ConfigOpts``; nothing reads ``cfg.CONF`` at run time.
 import ipaddress
 from collections.abc import Sequence
 
-from keystonemiddleware.auth_token import _opts as authtoken_opts
 from oslo_config import cfg
 from oslo_db import options as db_options
 from oslo_log import log as logging
@@ -43,7 +42,11 @@ def build(argv: Sequence[str] | None = None, *, prog: str | None = None,
     can print one line instead of a traceback.
     """
     conf = conf or cfg.ConfigOpts()
-    register(conf)
+    # Only the API (and callers that name no program: tests, generators)
+    # needs its libraries' options; importing keystonemiddleware cost every
+    # agent about a second of CPU at start-up, which under load pushed an
+    # agent restart past [cleanup] restart_grace and fenced the node.
+    register(conf, api_libraries=prog in (None, API_PROG))
     if default_config_files is None:
         default_config_files = cfg.find_config_files(project="clouddisco")
     try:
@@ -86,7 +89,10 @@ def set_lib_defaults() -> None:
     cfg.set_defaults(_messaging_rabbit.rabbit_opts, **RABBIT_DEFAULTS)
 
 
-def register(conf: cfg.ConfigOpts) -> None:
+API_PROG = "clouddisco-api"
+
+
+def register(conf: cfg.ConfigOpts, api_libraries: bool = True) -> None:
     set_lib_defaults()
     opts.register_opts(conf)
     logging.register_options(conf)
@@ -104,6 +110,10 @@ def register(conf: cfg.ConfigOpts) -> None:
     # The API's libraries register these when the application is built;
     # registered here too, so that config files are checked against them and
     # the sample lists them (their oslo.config.opts namespaces).
+    if not api_libraries:
+        return
+    from keystonemiddleware.auth_token import _opts as authtoken_opts
+
     for lister in (authtoken_opts.list_opts, policy_opts.list_opts,
                    middleware_opts.list_opts_sizelimit,
                    middleware_opts.list_opts_http_proxy_to_wsgi,
