@@ -42,7 +42,12 @@ class OpenStackCLITest(cloud_mod.CloudTestCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.lab = _Lab()
-        cls.lab.setUp()
+        try:
+            cls.lab.setUp()
+        except Exception:
+            # Nothing calls tearDownClass after a failed setUpClass.
+            cls.lab.cleanUp()
+            raise
         cls.keystone = cls.lab.keystone
         cls.cloud = cls.lab.cloud
         cls.tokens = {}
